@@ -1,0 +1,178 @@
+"""The user's one-liner: ``node_dada.upsample(guide, source, scale=...)`` (DESIGN.md s. 9)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from node_dada.diffusion import (
+    DEFAULT_KAPPA,
+    DEFAULT_STEP,
+    INFERENCE_PRE_ITER,
+    learning_free_dada,
+    normalize_guide,
+)
+from node_dada.diffusion._checks import check_finite, check_pair, check_scale, check_tensor
+from node_dada.errors import InputTypeError, InputValueError, ShapeError
+
+__all__ = ["MILLIMETRE_DEPTH_SCALE", "upsample"]
+
+#: Depth scale of the learning-free path for millimetre input (the Middlebury scale).
+MILLIMETRE_DEPTH_SCALE = 1122.7
+_SOLVERS = ("discrete",)
+
+
+def _guide_to_tensor(guide: Any) -> tuple[torch.Tensor, bool]:
+    """(B, C, H, W) float tensor in 0-1, and whether the input was numpy."""
+    if isinstance(guide, torch.Tensor):
+        check_tensor("guide", guide)
+        return guide, False
+    if not isinstance(guide, np.ndarray):
+        raise InputTypeError(
+            f"guide: expected a numpy array (H, W, C) or a tensor (B, C, H, W), "
+            f"got {type(guide).__name__}"
+        )
+    array = guide[..., None] if guide.ndim == 2 else guide
+    if array.ndim != 3:
+        raise ShapeError(f"guide: expected an (H, W, C) or (H, W) array, got shape {guide.shape}")
+    if array.dtype == np.uint8:
+        array = array.astype(np.float32) / 255.0
+    elif array.dtype == np.uint16:
+        array = array.astype(np.float32) / 65535.0
+    elif np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)
+        finite = array[np.isfinite(array)]
+        if finite.size and (finite.min() < -1e-3 or finite.max() > 1.0 + 1e-3):
+            raise InputValueError(
+                f"guide: expected float values in 0-1, got range [{finite.min():.4g}, "
+                f"{finite.max():.4g}]; pass uint8/uint16 images as they are, or divide by "
+                "their maximum"
+            )
+    else:
+        raise InputTypeError(
+            f"guide: expected dtype uint8, uint16 or float, got {array.dtype}"
+        )
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None], True
+
+
+def _source_to_tensor(source: Any) -> torch.Tensor:
+    if isinstance(source, torch.Tensor):
+        check_tensor("source", source, channels=1)
+        return source
+    if not isinstance(source, np.ndarray):
+        raise InputTypeError(
+            f"source: expected a numpy array (h, w) or a tensor (B, 1, h, w), "
+            f"got {type(source).__name__}"
+        )
+    if source.ndim != 2:
+        raise ShapeError(f"source: expected an (h, w) array, got shape {source.shape}")
+    if not (np.issubdtype(source.dtype, np.floating) or np.issubdtype(source.dtype, np.integer)):
+        raise InputTypeError(f"source: expected a numeric array, got dtype {source.dtype}")
+    return torch.from_numpy(source.astype(np.float64))[None, None]
+
+
+def _mask_from(source: torch.Tensor, mask_lr: Any) -> torch.Tensor:
+    if mask_lr is None:
+        finite = torch.isfinite(source)
+        if (source[finite] < 0).any():
+            raise InputValueError(
+                "source: expected positive depth (0 or NaN = invalid), got negative values; "
+                "pass mask_lr explicitly if they are valid measurements"
+            )
+        return finite & (source != 0)
+    mask = torch.as_tensor(mask_lr) if not isinstance(mask_lr, torch.Tensor) else mask_lr
+    if mask.ndim == 2:
+        mask = mask[None, None]
+    if mask.shape != source.shape:
+        raise ShapeError(
+            f"mask_lr: expected shape {tuple(source.shape)} (that of source), "
+            f"got {tuple(mask.shape)}"
+        )
+    mask = mask.to(source.device)
+    return mask if mask.dtype == torch.bool else mask > 0.5
+
+
+def upsample(
+    guide: np.ndarray | torch.Tensor,
+    source: np.ndarray | torch.Tensor,
+    *,
+    scale: int,
+    mask_lr: np.ndarray | torch.Tensor | None = None,
+    checkpoint: str | None = None,
+    solver: str = "discrete",
+    num_iter: int = INFERENCE_PRE_ITER,
+    step: float = DEFAULT_STEP,
+    kappa: float = DEFAULT_KAPPA,
+    depth_scale: float | None = None,
+    callback: Callable[[int], None] | None = None,
+) -> np.ndarray | torch.Tensor:
+    """Upsample a low-resolution depth map guided by a high-resolution image.
+
+    Args:
+        guide: (H, W, C) or (H, W) numpy array (uint8 read as 0-255, uint16 as
+            0-65535, float as 0-1) or a (B, C, H, W) tensor in 0-1. Any channel count.
+        source: (h, w) array or (B, 1, h, w) tensor in any positive unit;
+            NaN, inf or 0 mean invalid unless ``mask_lr`` is given.
+        scale: integer factor with ``H = scale*h`` and ``W = scale*w``.
+        mask_lr: optional validity of ``source`` (same shape), true = valid.
+        checkpoint: a trained model (not available yet: learning-free only).
+        solver: ``"discrete"``, the DADA iteration.
+        num_iter: iterations (8000 by default).
+        step: ``lambda`` of the iteration.
+        kappa: Perona-Malik parameter of the learning-free coefficients.
+        depth_scale: divisor that brings ``source`` to the range DADA works in;
+            default 1122.7 (millimetres). Use ``1122.7 / 1000`` for metres, etc.
+        callback: called with the number of finished iterations (progress bars).
+
+    Returns:
+        High-resolution depth in the units of ``source``: an (H, W) numpy array
+        for numpy input, a (B, 1, H, W) tensor for tensor input.
+
+    Example:
+        >>> from skimage.data import stereo_motorcycle
+        >>> guide, _, disparity = stereo_motorcycle()
+        >>> # depth = node_dada.upsample(guide[:496, :736], low_res_depth, scale=8)
+    """
+    if checkpoint is not None:
+        raise InputValueError(
+            f"checkpoint: no trained model named {checkpoint!r} is available; "
+            "use checkpoint=None for learning-free DADA"
+        )
+    if solver not in _SOLVERS:
+        raise InputValueError(f"solver: expected one of {_SOLVERS}, got {solver!r}")
+    scale = check_scale(scale)
+    guide_t, numpy_in = _guide_to_tensor(guide)
+    source_t = _source_to_tensor(source)
+    check_finite("guide", guide_t)
+    check_pair("guide", guide_t, "source", source_t, scale)
+    mask = _mask_from(source_t, mask_lr)
+    if not mask.any():
+        raise InputValueError(
+            "source: expected at least one valid pixel (finite and non-zero), got none"
+        )
+    depth_scale = MILLIMETRE_DEPTH_SCALE if depth_scale is None else float(depth_scale)
+    if not depth_scale > 0:
+        raise InputValueError(f"depth_scale: expected a positive number, got {depth_scale}")
+    work_dtype = torch.float32 if guide_t.dtype != torch.float64 else torch.float64
+    guide_n = normalize_guide(guide_t.to(work_dtype))
+    scaled = torch.where(mask, source_t, torch.zeros_like(source_t)).to(
+        device=guide_t.device, dtype=work_dtype
+    ) / depth_scale
+    with torch.no_grad():
+        result = learning_free_dada(
+            guide_n,
+            scaled,
+            mask.to(guide_t.device),
+            kappa=kappa,
+            num_iter=num_iter,
+            step=step,
+            callback=callback,
+        )
+    result = result * depth_scale
+    if numpy_in:
+        out_dtype = source.dtype if np.issubdtype(source.dtype, np.floating) else np.float64
+        return result[0, 0].cpu().numpy().astype(out_dtype)
+    return result.to(source_t.dtype)

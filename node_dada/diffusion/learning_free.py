@@ -1,0 +1,66 @@
+"""Learning-free DADA on prepared tensors: coefficients from the normalised guide
+and the initial estimate with a fixed ``kappa`` (DESIGN.md section 2), then the
+discrete iteration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from node_dada.diffusion._checks import check_mask, check_pair, check_tensor, infer_scale
+from node_dada.diffusion.discrete import DEFAULT_STEP, INFERENCE_PRE_ITER, discrete_dada
+from node_dada.diffusion.operators import edge_coefficients
+from node_dada.diffusion.sampling import initial_estimate, shift_positive
+
+__all__ = ["DEFAULT_KAPPA", "learning_free_coefficients", "learning_free_dada"]
+
+#: Fixed ``kappa`` of the learning-free variant (the learned one starts there too).
+DEFAULT_KAPPA = 0.03
+
+
+def learning_free_coefficients(
+    guide: torch.Tensor, depth0: torch.Tensor, kappa: float = DEFAULT_KAPPA
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cv, ch`` from ``F = cat(guide, I0)``; ``guide`` normalised, ``depth0`` scaled depth."""
+    return edge_coefficients(torch.cat([guide, depth0], dim=1), kappa)
+
+
+def learning_free_dada(
+    guide: torch.Tensor,
+    source: torch.Tensor,
+    mask_lr: torch.Tensor,
+    depth0: torch.Tensor | None = None,
+    *,
+    kappa: float = DEFAULT_KAPPA,
+    num_iter: int = INFERENCE_PRE_ITER,
+    step: float = DEFAULT_STEP,
+    callback: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Learning-free DADA.
+
+    Args:
+        guide: (B, C, H, W) normalised guide (see ``normalize_guide``).
+        source: (B, 1, h, w) depth divided by the dataset's depth scale (positive).
+        mask_lr: (B, 1, h, w) validity.
+        depth0: (B, 1, H, W) initial estimate; computed with ``initial_estimate`` if None.
+        kappa: Perona-Malik parameter.
+        num_iter: discrete iterations (8000 for inference).
+        step: ``lambda``.
+        callback: progress callback, called with the number of finished iterations.
+
+    Returns:
+        (B, 1, H, W) depth in the units of ``source``.
+    """
+    check_tensor("guide", guide)
+    check_tensor("source", source, channels=1)
+    scale = infer_scale(tuple(guide.shape[-2:]), tuple(source.shape[-2:]), "source")
+    check_pair("guide", guide, "source", source, scale)
+    mask = check_mask(mask_lr, source)
+    if depth0 is None:
+        depth0 = initial_estimate(source, mask, scale)
+    source_s, depth0_s, shift = shift_positive(source, depth0, mask)
+    cv, ch = learning_free_coefficients(guide, depth0_s, kappa)
+    result = discrete_dada(depth0_s, cv, ch, source_s, mask, num_iter, step, callback=callback)
+    return result - shift if shift else result
