@@ -101,7 +101,7 @@ def save_figure(maps: dict[str, np.ndarray], scale: int, rows: list[DemoRow], pa
         ("|DADA - truth| (cm)", error, {"cmap": "magma", "vmin": 0, "vmax": 10}),
     ]
     fig, axes = plt.subplots(1, 5, figsize=(22, 3.8))
-    for axis, (title, image, style) in zip(axes, panels):
+    for axis, (title, image, style) in zip(axes, panels, strict=True):
         if image.ndim == 3:
             axis.imshow(image)
         else:
@@ -123,7 +123,8 @@ def write_tables(rows: list[DemoRow], out: Path, command: str, num_iter: int) ->
         f"{r.errors.rmse_cm:.4f},{r.errors.count},{r.seconds:.2f}"
         for r in rows
     ]
-    (out / "motorcycle.csv").write_text(f"# command: {command}\n" + header + "\n".join(csv_lines) + "\n")
+    body = header + "\n".join(csv_lines) + "\n"
+    (out / "motorcycle.csv").write_text(f"# command: {command}\n" + body)
     md = [
         "# Demo: Middlebury 2014 Motorcycle (quarter size, embedded in scikit-image)",
         "",

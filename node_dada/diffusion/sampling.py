@@ -127,9 +127,8 @@ def initial_estimate(
         raise InputValueError(f"method: expected 'griddata' or 'bicubic', got {method!r}")
     source_np = source.detach().cpu().double().numpy()
     mask_np = mask.cpu().numpy()
-    out = np.stack(
-        [_initial_estimate_one(s[0], m[0], scale)[None] for s, m in zip(source_np, mask_np)]
-    )
+    pairs = zip(source_np, mask_np, strict=True)
+    out = np.stack([_initial_estimate_one(s[0], m[0], scale)[None] for s, m in pairs])
     return torch.from_numpy(out).to(device=source.device, dtype=source.dtype)
 
 

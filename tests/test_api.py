@@ -1,0 +1,112 @@
+"""The one-liner ``node_dada.upsample`` and its bad-input contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import node_dada
+from node_dada.diffusion import block_mean
+from node_dada.errors import InputTypeError, InputValueError, NodeDadaError, ShapeError
+
+
+def scene(h=6, w=8, scale=4, seed=0):
+    rng = np.random.default_rng(seed)
+    guide = rng.integers(0, 256, size=(h * scale, w * scale, 3), dtype=np.uint8)
+    source = rng.uniform(1000, 3000, size=(h, w)).astype(np.float32)
+    return guide, source
+
+
+def test_numpy_in_numpy_out_in_source_units_and_source_consistent():
+    guide, source = scene()
+    out = node_dada.upsample(guide, source, scale=4, num_iter=100)
+    assert isinstance(out, np.ndarray) and out.shape == (24, 32) and out.dtype == np.float32
+    pooled = out.reshape(6, 4, 8, 4).mean(axis=(1, 3))
+    np.testing.assert_allclose(pooled, source, rtol=1e-5)
+
+
+def test_units_scale_through_with_depth_scale():
+    guide, source = scene()
+    mm = node_dada.upsample(guide, source, scale=4, num_iter=50)
+    metres = node_dada.upsample(guide, source / 1000, scale=4, num_iter=50, depth_scale=1.1227)
+    np.testing.assert_allclose(metres * 1000, mm, rtol=1e-4)
+
+
+def test_tensor_in_tensor_out_batched():
+    guide = torch.rand(2, 3, 16, 16)
+    source = torch.rand(2, 1, 4, 4) * 1000 + 500
+    out = node_dada.upsample(guide, source, scale=4, num_iter=30)
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 1, 16, 16)
+    torch.testing.assert_close(block_mean(out, 4), source, rtol=1e-5, atol=1e-3)
+
+
+def test_holes_as_nan_or_zero_and_explicit_mask():
+    guide, source = scene()
+    with_nan = source.copy()
+    with_nan[2, 3] = np.nan
+    with_zero = source.copy()
+    with_zero[2, 3] = 0
+    a = node_dada.upsample(guide, with_nan, scale=4, num_iter=50)
+    b = node_dada.upsample(guide, with_zero, scale=4, num_iter=50)
+    mask = np.ones_like(source, dtype=bool)
+    mask[2, 3] = False
+    c = node_dada.upsample(guide, source, scale=4, num_iter=50, mask_lr=mask)
+    assert np.isfinite(a).all()
+    np.testing.assert_allclose(a, b)
+    np.testing.assert_allclose(a, c, rtol=1e-6)
+
+
+def test_grayscale_16bit_and_multichannel_guides():
+    _, source = scene()
+    gray16 = np.random.default_rng(1).integers(0, 65536, size=(24, 32), dtype=np.uint16)
+    assert node_dada.upsample(gray16, source, scale=4, num_iter=10).shape == (24, 32)
+    five = torch.rand(1, 5, 24, 32)
+    out = node_dada.upsample(five, torch.from_numpy(source)[None, None], scale=4, num_iter=10)
+    assert out.shape == (1, 1, 24, 32)
+
+
+def test_inputs_are_not_modified_and_small_depth_warns():
+    guide, source = scene()
+    tiny = source / 1e6
+    before = (guide.copy(), tiny.copy())
+    with pytest.warns(UserWarning, match="shifted"):
+        node_dada.upsample(guide, tiny, scale=4, num_iter=10)
+    assert np.array_equal(before[0], guide) and np.array_equal(before[1], tiny)
+
+
+@pytest.mark.parametrize(
+    ("guide", "source", "kwargs", "error", "phrase"),
+    [
+        (np.zeros((24, 32, 3), np.uint8), np.ones((6, 8)), {"scale": 3}, ShapeError, "guide"),
+        (np.zeros((24, 32, 3), np.uint8), np.ones((6, 8)), {"scale": 2.5}, InputValueError, "integer"),
+        (np.zeros((24, 32, 3), np.uint8), np.ones((6, 8)), {"scale": "4"}, InputTypeError, "scale"),
+        (np.zeros((24, 31, 3), np.uint8), np.ones((6, 8)), {"scale": 4}, ShapeError, "guide"),
+        (np.zeros((2, 24, 32, 3), np.uint8), np.ones((6, 8)), {"scale": 4}, ShapeError, "guide"),
+        (np.zeros((24, 32, 3), np.uint8), np.ones((1, 6, 8)), {"scale": 4}, ShapeError, "source"),
+        (np.zeros((24, 32, 3), np.uint8), np.zeros((6, 8)), {"scale": 4}, InputValueError, "valid"),
+        (np.zeros((24, 32, 3), np.uint8), np.full((6, 8), np.nan), {"scale": 4}, InputValueError, "valid"),
+        (np.full((24, 32, 3), np.nan), np.ones((6, 8)), {"scale": 4}, InputValueError, "guide"),
+        (np.full((24, 32, 3), np.inf, np.float32), np.ones((6, 8)), {"scale": 4}, InputValueError, "guide"),
+        (np.full((24, 32, 3), 200.0), np.ones((6, 8)), {"scale": 4}, InputValueError, "0-1"),
+        (np.zeros((24, 32, 3), np.int32), np.ones((6, 8)), {"scale": 4}, InputTypeError, "dtype"),
+        (torch.zeros(1, 3, 24, 32, dtype=torch.uint8), torch.ones(1, 1, 6, 8), {"scale": 4}, InputTypeError, "float32"),
+        (torch.zeros(1, 3, 24, 32), torch.ones(1, 1, 6, 8, dtype=torch.int32), {"scale": 4}, InputTypeError, "source"),
+        (np.zeros((24, 32, 3), np.uint8), -np.ones((6, 8)), {"scale": 4}, InputValueError, "negative"),
+        (np.zeros((24, 32, 3), np.uint8), np.ones((6, 8)), {"scale": 4, "solver": "x"}, InputValueError, "solver"),
+        (np.zeros((24, 32, 3), np.uint8), np.ones((6, 8)), {"scale": 4, "checkpoint": "nope"}, InputValueError, "checkpoint"),
+        (np.zeros((24, 32, 3), np.uint8), np.ones((6, 8)), {"scale": 4, "mask_lr": np.ones((3, 8))}, ShapeError, "mask_lr"),
+        ("guide.png", np.ones((6, 8)), {"scale": 4}, InputTypeError, "guide"),
+    ],
+)
+def test_bad_input(guide, source, kwargs, error, phrase):
+    with pytest.raises(error, match=phrase) as info:
+        node_dada.upsample(guide, source, num_iter=1, **kwargs)
+    assert isinstance(info.value, NodeDadaError)
+
+
+def test_library_prints_nothing(capfd):
+    guide, source = scene()
+    node_dada.upsample(guide, source, scale=4, num_iter=5)
+    captured = capfd.readouterr()
+    assert captured.out == "" and captured.err == ""
