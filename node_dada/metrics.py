@@ -2,18 +2,35 @@
 
 Inputs are depth maps in millimetres; errors are reported in centimetres over
 the valid high-resolution pixels.
+
+Aggregation over a test set: ``"pixel"`` (default) is exact, every valid pixel
+of the set weighs the same; ``"batch"`` is the reference protocol, the mean of
+per-batch means (MAE and MSE; RMSE is the square root of the averaged MSE), so
+numbers are comparable with published tables. :class:`DepthErrorAccumulator`
+collects batches and gives either.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
 from node_dada.errors import InputValueError, ShapeError
 
-__all__ = ["DepthErrors", "depth_errors"]
+__all__ = [
+    "Aggregation",
+    "DepthErrorAccumulator",
+    "DepthErrors",
+    "aggregate_errors",
+    "depth_errors",
+]
+
+Aggregation = Literal["pixel", "batch"]
 
 _MM_PER_CM = 10.0
 
@@ -67,3 +84,79 @@ def depth_errors(
     diff_cm = (prediction[keep] - target[keep]) / _MM_PER_CM
     mse = float(np.mean(diff_cm**2))
     return DepthErrors(float(np.mean(np.abs(diff_cm))), mse, float(np.sqrt(mse)), count)
+
+
+def aggregate_errors(
+    errors: Sequence[DepthErrors], *, aggregation: Aggregation = "pixel"
+) -> DepthErrors:
+    """Combine per-batch :class:`DepthErrors` into one.
+
+    Args:
+        errors: one entry per batch (from :func:`depth_errors`).
+        aggregation: ``"pixel"``: exact per-pixel aggregate (each batch weighted
+            by its valid-pixel ``count``); ``"batch"``: the reference protocol,
+            unweighted mean of the batch MAEs and MSEs, RMSE = sqrt(mean MSE).
+
+    The returned ``count`` is the total number of valid pixels.
+    """
+    if aggregation not in ("pixel", "batch"):
+        raise InputValueError(f"aggregation: expected 'pixel' or 'batch', got {aggregation!r}")
+    if not errors:
+        raise InputValueError("errors: expected at least one batch, got none")
+    counts = np.array([e.count for e in errors], dtype=np.float64)
+    mae = np.array([e.mae_cm for e in errors])
+    mse = np.array([e.mse_cm2 for e in errors])
+    if aggregation == "pixel":
+        weights = counts / counts.sum()
+    else:
+        weights = np.full(len(errors), 1.0 / len(errors))
+    mse_total = float(weights @ mse)
+    return DepthErrors(float(weights @ mae), mse_total, math.sqrt(mse_total), int(counts.sum()))
+
+
+class DepthErrorAccumulator:
+    """Collects per-batch errors over an evaluation epoch.
+
+    Example:
+        >>> accumulator = DepthErrorAccumulator()
+        >>> for prediction_mm, target_mm, valid in batches:  # doctest: +SKIP
+        ...     accumulator.update(prediction_mm, target_mm, valid)
+        >>> accumulator.compute()  # exact  # doctest: +SKIP
+        >>> accumulator.compute(aggregation="batch")  # reference protocol  # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self.batches: list[DepthErrors] = []
+
+    def update(
+        self,
+        prediction_mm: np.ndarray | torch.Tensor,
+        target_mm: np.ndarray | torch.Tensor,
+        valid: np.ndarray | torch.Tensor | None = None,
+    ) -> DepthErrors | None:
+        """Add one batch (same arguments as :func:`depth_errors`); returns its errors.
+
+        A batch without any valid pixel is skipped (returns ``None``): it has no
+        error to average (the reference protocol would record NaN).
+        """
+        target = _as_numpy("target_mm", target_mm)
+        keep = np.isfinite(target)
+        if valid is not None:
+            keep &= _as_numpy("valid", valid).astype(bool)
+        if not keep.any():
+            return None
+        errors = depth_errors(prediction_mm, target_mm, valid)
+        self.batches.append(errors)
+        return errors
+
+    def compute(self, *, aggregation: Aggregation = "pixel") -> DepthErrors:
+        """Errors over every batch so far (see :func:`aggregate_errors`)."""
+        if not self.batches:
+            raise InputValueError("DepthErrorAccumulator: no batch with valid pixels was added")
+        return aggregate_errors(self.batches, aggregation=aggregation)
+
+    def reset(self) -> None:
+        self.batches.clear()
+
+    def __len__(self) -> int:
+        return len(self.batches)

@@ -1,0 +1,422 @@
+"""LightningDataModules, one per dataset (DESIGN.md sections 6 and 8).
+
+Every option is a keyword with a type hint, so LightningCLI/YAML sets them::
+
+    data:
+      class_path: node_dada.data.MiddleburyDataModule
+      init_args: {root: data/Middlebury, scale: 8, crop_size: 256, batch_size: 8}
+
+Stages: ``fit`` (train with augmentation + val grid crops), ``validate``,
+``test`` (grid crops), ``predict`` (whole images of ``predict_split``, cropped to
+a multiple of the scale; batch size 1 since sizes differ). Batches are
+:class:`~node_dada.data.pipeline.Batch` records.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from node_dada.data.dataset import (
+    DEFAULT_CROP_SIZE,
+    MAX_CROP_RETRIES,
+    MAX_ROTATION_DEG,
+    MIN_VALID_HR,
+    MIN_VALID_LR,
+    GuidedDepthDataset,
+    Mode,
+)
+from node_dada.data.diml import DIML_DEPTH_SCALE_MM, DIMLScenes
+from node_dada.data.folder import DepthEncoding, FolderScenes
+from node_dada.data.middlebury import MIDDLEBURY_DEPTH_SCALE_MM, MiddleburyScenes
+from node_dada.data.motorcycle import MotorcycleScenes
+from node_dada.data.nyuv2 import NYUV2_DEPTH_SCALE_MM, NYUv2Scenes
+from node_dada.data.pipeline import Batch, SceneSource, collate_samples
+from node_dada.errors import InputValueError
+
+__all__ = [
+    "DIMLDataModule",
+    "FolderDataModule",
+    "GuidedDepthDataModule",
+    "MiddleburyDataModule",
+    "MotorcycleDataModule",
+    "NYUv2DataModule",
+]
+
+Split = Literal["train", "val", "test"]
+
+
+class GuidedDepthDataModule(L.LightningDataModule):
+    """Shared machinery; subclasses say where scenes come from (:meth:`scenes`).
+
+    Args:
+        scale: upsampling factor (4, 8, 16, ...).
+        crop_size: side of training and evaluation crops; a multiple of ``scale``.
+            ``None`` evaluates whole images (use ``eval_batch_size=1``).
+        batch_size: training batch size.
+        eval_batch_size: val/test batch size (default: ``batch_size``).
+        num_workers: DataLoader worker processes (they compute the initial
+            estimates in parallel; persistent, so per-worker caches survive epochs).
+        cache: keep decoded scenes in memory (per worker).
+        guide_channels: convert guides to this many channels (``None``: as stored).
+        horizontal_flip, max_rotation: training augmentation.
+        min_valid_lr, min_valid_hr, max_retries: training crop acceptance.
+        train_repeats: training items per scene and epoch.
+        predict_split: split whose whole images ``predict`` yields.
+        pin_memory: pin batches (GPU training).
+    """
+
+    def __init__(
+        self,
+        *,
+        scale: int = 8,
+        crop_size: int | None = DEFAULT_CROP_SIZE,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        cache: bool = True,
+        guide_channels: int | None = None,
+        horizontal_flip: bool = True,
+        max_rotation: float = MAX_ROTATION_DEG,
+        min_valid_lr: float = MIN_VALID_LR,
+        min_valid_hr: float = MIN_VALID_HR,
+        max_retries: int = MAX_CROP_RETRIES,
+        train_repeats: int = 1,
+        predict_split: Split = "test",
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
+            raise InputValueError(
+                f"batch_size/eval_batch_size: expected >= 1, got {batch_size}/{eval_batch_size}"
+            )
+        if num_workers < 0:
+            raise InputValueError(f"num_workers: expected >= 0, got {num_workers}")
+        self.scale = scale
+        self.crop_size = crop_size
+        self.batch_size = batch_size
+        self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
+        self.num_workers = num_workers
+        self.cache = cache
+        self.guide_channels = guide_channels
+        self.augment = {
+            "horizontal_flip": horizontal_flip,
+            "max_rotation": max_rotation,
+            "min_valid_lr": min_valid_lr,
+            "min_valid_hr": min_valid_hr,
+            "max_retries": max_retries,
+            "repeats": train_repeats,
+        }
+        self.predict_split = predict_split
+        self.pin_memory = pin_memory
+        self.datasets: dict[str, GuidedDepthDataset] = {}
+
+    def scenes(self, split: Split) -> SceneSource:
+        """The loader of ``split`` (implemented by each dataset's module)."""
+        raise NotImplementedError
+
+    def dataset(self, split: Split, mode: Mode) -> GuidedDepthDataset:
+        """The dataset of ``split`` in ``mode`` (built once, then reused)."""
+        key = f"{split}:{mode}"
+        if key not in self.datasets:
+            extra = self.augment if mode == "train" else {}
+            self.datasets[key] = GuidedDepthDataset(
+                self.scenes(split), mode=mode, scale=self.scale, crop_size=self.crop_size,
+                cache=self.cache, guide_channels=self.guide_channels, **extra,
+            )
+        return self.datasets[key]
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", None):
+            self.dataset("train", "train")
+            self.dataset("val", "eval")
+        if stage == "validate":
+            self.dataset("val", "eval")
+        if stage in ("test", None):
+            self.dataset("test", "eval")
+        if stage == "predict":
+            self.dataset(self.predict_split, "predict")
+
+    def _loader(self, dataset: GuidedDepthDataset, batch_size: int, *, shuffle: bool) -> (
+        DataLoader[Batch]
+    ):
+        return DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            collate_fn=collate_samples, pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader[Batch]:
+        return self._loader(self.dataset("train", "train"), self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader[Batch]:
+        return self._loader(self.dataset("val", "eval"), self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader[Batch]:
+        return self._loader(self.dataset("test", "eval"), self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader[Batch]:
+        return self._loader(self.dataset(self.predict_split, "predict"), 1, shuffle=False)
+
+
+class MiddleburyDataModule(GuidedDepthDataModule):
+    """Middlebury 2005/2006/2014 (see :class:`~node_dada.data.middlebury.MiddleburyScenes`).
+
+    Args:
+        root: parent of ``2005/ 2006/ 2014/`` or a flat folder of scenes.
+        years: year folders to use.
+        target: ``"depth"`` (mm) or ``"disparity"`` (px; no ``dmin.txt`` needed).
+        missing_dmin: ``"error"`` or ``"skip"`` 2005/2006 scenes without ``dmin.txt``.
+        views: ``"both"`` (reference protocol) or ``"left"``.
+        depth_scale: override the divisor (default 1122.7 mm or 45.2 px).
+        Other arguments: see :class:`GuidedDepthDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        years: tuple[str, ...] = ("2005", "2006", "2014"),
+        target: Literal["depth", "disparity"] = "depth",
+        missing_dmin: Literal["error", "skip"] = "error",
+        views: Literal["both", "left"] = "both",
+        depth_scale: float | None = None,
+        scale: int = 8,
+        crop_size: int | None = DEFAULT_CROP_SIZE,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        cache: bool = True,
+        guide_channels: int | None = None,
+        horizontal_flip: bool = True,
+        max_rotation: float = MAX_ROTATION_DEG,
+        min_valid_lr: float = MIN_VALID_LR,
+        min_valid_hr: float = MIN_VALID_HR,
+        max_retries: int = MAX_CROP_RETRIES,
+        train_repeats: int = 1,
+        predict_split: Split = "test",
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__(
+            scale=scale, crop_size=crop_size, batch_size=batch_size,
+            eval_batch_size=eval_batch_size, num_workers=num_workers, cache=cache,
+            guide_channels=guide_channels, horizontal_flip=horizontal_flip,
+            max_rotation=max_rotation, min_valid_lr=min_valid_lr, min_valid_hr=min_valid_hr,
+            max_retries=max_retries, train_repeats=train_repeats, predict_split=predict_split,
+            pin_memory=pin_memory,
+        )
+        self.save_hyperparameters()
+        self.root = root
+        self.options = {
+            "years": tuple(years), "target": target, "missing_dmin": missing_dmin,
+            "views": views, "depth_scale": depth_scale,
+        }
+
+    def scenes(self, split: Split) -> SceneSource:
+        return MiddleburyScenes(self.root, split=split, **self.options)
+
+
+class NYUv2DataModule(GuidedDepthDataModule):
+    """NYU Depth v2 labeled set (see :class:`~node_dada.data.nyuv2.NYUv2Scenes`).
+
+    Args:
+        root: ``nyu_depth_v2_labeled.mat`` or its folder.
+        split_file: JSON with ``train/val/test`` frame indices (e.g.
+            ``../shared/data/splits/nyuv2_split_idc.json``).
+        Other arguments: see :class:`GuidedDepthDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        split_file: str | Path,
+        depth_scale: float = NYUV2_DEPTH_SCALE_MM,
+        scale: int = 8,
+        crop_size: int | None = DEFAULT_CROP_SIZE,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        cache: bool = True,
+        guide_channels: int | None = None,
+        horizontal_flip: bool = True,
+        max_rotation: float = MAX_ROTATION_DEG,
+        min_valid_lr: float = MIN_VALID_LR,
+        min_valid_hr: float = MIN_VALID_HR,
+        max_retries: int = MAX_CROP_RETRIES,
+        train_repeats: int = 1,
+        predict_split: Split = "test",
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__(
+            scale=scale, crop_size=crop_size, batch_size=batch_size,
+            eval_batch_size=eval_batch_size, num_workers=num_workers, cache=cache,
+            guide_channels=guide_channels, horizontal_flip=horizontal_flip,
+            max_rotation=max_rotation, min_valid_lr=min_valid_lr, min_valid_hr=min_valid_hr,
+            max_retries=max_retries, train_repeats=train_repeats, predict_split=predict_split,
+            pin_memory=pin_memory,
+        )
+        self.save_hyperparameters()
+        self.root = root
+        self.split_file = split_file
+        self.depth_scale = depth_scale
+
+    def scenes(self, split: Split) -> SceneSource:
+        return NYUv2Scenes(
+            self.root, split=split, split_file=self.split_file, depth_scale=self.depth_scale
+        )
+
+
+class DIMLDataModule(GuidedDepthDataModule):
+    """DIML/CVL indoor HR set from npy files (see :class:`~node_dada.data.diml.DIMLScenes`).
+
+    Args:
+        root: folder holding ``npy/`` (make it with ``python -m node_dada.data.diml_convert``).
+        resize: bring frames to 756 x 1344.
+        Other arguments: see :class:`GuidedDepthDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        resize: bool = True,
+        depth_scale: float = DIML_DEPTH_SCALE_MM,
+        scale: int = 8,
+        crop_size: int | None = DEFAULT_CROP_SIZE,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        cache: bool = True,
+        guide_channels: int | None = None,
+        horizontal_flip: bool = True,
+        max_rotation: float = MAX_ROTATION_DEG,
+        min_valid_lr: float = MIN_VALID_LR,
+        min_valid_hr: float = MIN_VALID_HR,
+        max_retries: int = MAX_CROP_RETRIES,
+        train_repeats: int = 1,
+        predict_split: Split = "test",
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__(
+            scale=scale, crop_size=crop_size, batch_size=batch_size,
+            eval_batch_size=eval_batch_size, num_workers=num_workers, cache=cache,
+            guide_channels=guide_channels, horizontal_flip=horizontal_flip,
+            max_rotation=max_rotation, min_valid_lr=min_valid_lr, min_valid_hr=min_valid_hr,
+            max_retries=max_retries, train_repeats=train_repeats, predict_split=predict_split,
+            pin_memory=pin_memory,
+        )
+        self.save_hyperparameters()
+        self.root = root
+        self.resize = resize
+        self.depth_scale = depth_scale
+
+    def scenes(self, split: Split) -> SceneSource:
+        return DIMLScenes(self.root, split=split, resize=self.resize, depth_scale=self.depth_scale)
+
+
+class MotorcycleDataModule(GuidedDepthDataModule):
+    """The embedded Motorcycle scene for every stage: smoke tests and demos, no download."""
+
+    def __init__(
+        self,
+        *,
+        scale: int = 8,
+        crop_size: int | None = DEFAULT_CROP_SIZE,
+        batch_size: int = 1,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        cache: bool = True,
+        guide_channels: int | None = None,
+        horizontal_flip: bool = True,
+        max_rotation: float = MAX_ROTATION_DEG,
+        min_valid_lr: float = MIN_VALID_LR,
+        min_valid_hr: float = MIN_VALID_HR,
+        max_retries: int = MAX_CROP_RETRIES,
+        train_repeats: int = 1,
+        predict_split: Split = "test",
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__(
+            scale=scale, crop_size=crop_size, batch_size=batch_size,
+            eval_batch_size=eval_batch_size, num_workers=num_workers, cache=cache,
+            guide_channels=guide_channels, horizontal_flip=horizontal_flip,
+            max_rotation=max_rotation, min_valid_lr=min_valid_lr, min_valid_hr=min_valid_hr,
+            max_retries=max_retries, train_repeats=train_repeats, predict_split=predict_split,
+            pin_memory=pin_memory,
+        )
+        self.save_hyperparameters()
+
+    def scenes(self, split: Split) -> SceneSource:
+        return MotorcycleScenes()
+
+
+class FolderDataModule(GuidedDepthDataModule):
+    """Users' own guide/depth pairs (see :class:`~node_dada.data.folder.FolderScenes`).
+
+    Each stage reads ``<root>/<split>/`` when that folder exists, else ``<root>``
+    itself (e.g. predict or test on one folder of pairs).
+
+    Args:
+        root: the folder.
+        guide_dir, depth_dir, guide_suffix, depth_suffix: how files are found and paired.
+        depth_unit_mm: millimetres per raw depth unit (1: 16-bit PNG in mm).
+        depth_encoding: ``"linear"``, ``"kinect_raw"`` or ``"sun_rgbd"``.
+        invalid_value: raw value of holes (0 by default).
+        swap_bytes: 16-bit files stored with the wrong byte order.
+        depth_scale: divisor of the depth in mm (default 1122.7).
+        Other arguments: see :class:`GuidedDepthDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        guide_dir: str = "guide",
+        depth_dir: str = "depth",
+        guide_suffix: str = "",
+        depth_suffix: str = "",
+        depth_unit_mm: float = 1.0,
+        depth_encoding: DepthEncoding = "linear",
+        invalid_value: float | None = 0.0,
+        swap_bytes: bool = False,
+        depth_scale: float = MIDDLEBURY_DEPTH_SCALE_MM,
+        scale: int = 8,
+        crop_size: int | None = DEFAULT_CROP_SIZE,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        cache: bool = True,
+        guide_channels: int | None = None,
+        horizontal_flip: bool = True,
+        max_rotation: float = MAX_ROTATION_DEG,
+        min_valid_lr: float = MIN_VALID_LR,
+        min_valid_hr: float = MIN_VALID_HR,
+        max_retries: int = MAX_CROP_RETRIES,
+        train_repeats: int = 1,
+        predict_split: Split = "test",
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__(
+            scale=scale, crop_size=crop_size, batch_size=batch_size,
+            eval_batch_size=eval_batch_size, num_workers=num_workers, cache=cache,
+            guide_channels=guide_channels, horizontal_flip=horizontal_flip,
+            max_rotation=max_rotation, min_valid_lr=min_valid_lr, min_valid_hr=min_valid_hr,
+            max_retries=max_retries, train_repeats=train_repeats, predict_split=predict_split,
+            pin_memory=pin_memory,
+        )
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.options = {
+            "guide_dir": guide_dir, "depth_dir": depth_dir, "guide_suffix": guide_suffix,
+            "depth_suffix": depth_suffix, "depth_unit_mm": depth_unit_mm,
+            "depth_encoding": depth_encoding, "invalid_value": invalid_value,
+            "swap_bytes": swap_bytes, "depth_scale": depth_scale,
+        }
+
+    def scenes(self, split: Split) -> SceneSource:
+        folder = self.root / split
+        return FolderScenes(folder if folder.is_dir() else self.root, **self.options)

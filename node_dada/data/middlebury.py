@@ -1,0 +1,329 @@
+"""Middlebury stereo scenes as guided depth super-resolution data (DESIGN.md section 6).
+
+Layouts (``root`` is either the parent of year folders or one folder of scenes)::
+
+    <root>/2005/<Scene>/view1.png view5.png disp1.png disp5.png dmin.txt
+    <root>/2006/<Scene>/...        (same files as 2005)
+    <root>/2014/<Scene>-perfect/im0.png im1.png disp0.pfm disp1.pfm calib.txt
+    # or flat: <root>/<Scene>/... (e.g. the ThirdSize folder of the 2005/2006 sets)
+
+2005/2006: ``disp*.png`` values are the FULL-size disparity at every
+resolution (0 = unknown), ``dmin.txt`` the full-size offset, so
+``depth mm = 3740 * 160 / (disp + dmin)``. A scene without ``dmin.txt`` has no
+metric depth: it is refused, unless ``target="disparity"`` (learn on disparity
+in pixels) or ``missing_dmin="skip"``.
+2014: ``depth mm = f * baseline / (disp + doffs)`` from ``calib.txt``; ``inf``
+disparity = unknown; ``*-imperfect`` scenes are skipped.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from node_dada.data.io import guide_to_float, read_image, read_number, read_pfm, require_dir
+from node_dada.data.pipeline import Scene
+from node_dada.errors import DataError, InputValueError
+
+__all__ = [
+    "MIDDLEBURY_2005_2006_BASELINE_MM",
+    "MIDDLEBURY_2005_2006_FOCAL_PX",
+    "MIDDLEBURY_DEPTH_SCALE_MM",
+    "MIDDLEBURY_DISPARITY_SCALE_PX",
+    "MIDDLEBURY_DOWNLOAD",
+    "MIDDLEBURY_TEST_SCENES",
+    "MIDDLEBURY_VAL_SCENES",
+    "MiddleburyScenes",
+    "disparity_to_depth_2005_2006",
+    "middlebury_split",
+    "read_calibration",
+]
+
+#: Depth divisor of the Middlebury benchmark, mm (the reference's depth standard deviation).
+MIDDLEBURY_DEPTH_SCALE_MM = 1122.7
+#: Divisor of the disparity target mode, px: the standard deviation of the 2005/2006
+#: ``disp1.png`` values (full-size disparity) over all 27 scenes, 45.2 (measured on the
+#: third-size set; mean 117.7). The analogue of the depth scale above.
+MIDDLEBURY_DISPARITY_SCALE_PX = 45.2
+#: 2005/2006 full-size focal length (px) and baseline (mm), from the dataset's web page.
+MIDDLEBURY_2005_2006_FOCAL_PX = 3740.0
+MIDDLEBURY_2005_2006_BASELINE_MM = 160.0
+#: Reference split (DESIGN.md section 6); 2014 names without the ``-perfect`` suffix.
+MIDDLEBURY_TEST_SCENES = ("Reindeer", "Bowling1", "Bowling2", "Adirondack", "Motorcycle")
+MIDDLEBURY_VAL_SCENES = ("Moebius", "Lampshade1", "Lampshade2", "Shelves", "Playtable")
+MIDDLEBURY_DOWNLOAD = (
+    "https://vision.middlebury.edu/stereo/data/ (2005: scenes2005/, 2006: scenes2006/, "
+    "2014: scenes2014/)"
+)
+_YEARS = ("2005", "2006", "2014")
+_LAYOUT = (
+    "  <root>/2005/<Scene>/{view1,view5}.png {disp1,disp5}.png dmin.txt\n"
+    "  <root>/2006/<Scene>/(same as 2005)\n"
+    "  <root>/2014/<Scene>-perfect/{im0,im1}.png {disp0,disp1}.pfm calib.txt\n"
+    "  or a flat folder of scenes: <root>/<Scene>/..."
+)
+_FILES_0506 = ("view1.png", "view5.png", "disp1.png", "disp5.png")
+_FILES_2014 = ("im0.png", "im1.png", "disp0.pfm", "disp1.pfm", "calib.txt")
+
+Split = Literal["train", "val", "test", "all"]
+Target = Literal["depth", "disparity"]
+
+
+def middlebury_split(scene_dir_name: str) -> str:
+    """``"train"``, ``"val"`` or ``"test"`` for a scene folder name (``-perfect`` ignored)."""
+    base = scene_dir_name.removesuffix("-perfect")
+    if base in MIDDLEBURY_TEST_SCENES:
+        return "test"
+    if base in MIDDLEBURY_VAL_SCENES:
+        return "val"
+    return "train"
+
+
+def disparity_to_depth_2005_2006(disparity: np.ndarray, dmin: float) -> np.ndarray:
+    """2005/2006 disparity PNG values -> depth in mm, NaN where the value is 0 (unknown).
+
+    ``depth = 3740 * 160 / (disp + dmin)`` (full-size focal length and
+    baseline; the PNG holds full-size disparity at every resolution).
+    """
+    disparity = disparity.astype(np.float64)
+    depth = np.full(disparity.shape, np.nan)
+    valid = disparity > 0
+    depth[valid] = (
+        MIDDLEBURY_2005_2006_FOCAL_PX * MIDDLEBURY_2005_2006_BASELINE_MM
+        / (disparity[valid] + dmin)
+    )
+    return depth.astype(np.float32)
+
+
+def read_calibration(path: str | Path) -> dict[str, float]:
+    """Read a Middlebury 2014 ``calib.txt``: focal length ``f`` (px, from ``cam0``),
+    ``baseline`` (mm), ``doffs`` (px), ``width`` and ``height`` (px)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"calibration: expected {path}, found nothing; re-download the scene")
+    entries: dict[str, str] = {}
+    for line in path.read_text(encoding="ascii", errors="replace").splitlines():
+        if "=" in line:
+            key, value = line.split("=", 1)
+            entries[key.strip()] = value.strip()
+    try:
+        focal = float(entries["cam0"].strip("[]").replace(";", " ").split()[0])
+        result = {"f": focal, "baseline": float(entries["baseline"]),
+                  "doffs": float(entries["doffs"])}
+        for key in ("width", "height"):
+            if key in entries:
+                result[key] = float(entries[key])
+    except (KeyError, ValueError, IndexError):
+        raise DataError(
+            f"calibration: expected cam0=[f 0 cx; ...], baseline= and doffs= lines in {path}, "
+            f"got keys {sorted(entries)}; the file is corrupt, re-download the scene"
+        ) from None
+    return result
+
+
+@dataclass(frozen=True)
+class _View:
+    name: str
+    kind: Literal["0506", "2014"]
+    folder: Path
+    view: int
+    dmin: float | None
+
+
+def _scene_kind(folder: Path) -> str | None:
+    names = {p.name for p in folder.iterdir()}
+    if names & {"view1.png", "disp1.png", "dmin.txt"}:
+        return "0506"
+    if names & {"im0.png", "disp0.pfm", "calib.txt"}:
+        return "2014"
+    return None
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, SyntaxError) as error:
+        raise DataError(f"{path}: expected a PNG image, could not read it ({error})") from None
+    return height, width
+
+
+class MiddleburyScenes:
+    """Middlebury scenes of one split, one item per view (both views by default,
+    as in the reference protocol).
+
+    Args:
+        root: parent of ``2005/``, ``2006/``, ``2014/`` or a flat folder of scenes.
+        split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
+        years: year folders to use when ``root`` has them.
+        target: ``"depth"`` (mm) or ``"disparity"`` (px, needs no ``dmin.txt``).
+        missing_dmin: ``"error"`` (default) or ``"skip"`` (warn and leave such
+            2005/2006 scenes out) in depth mode.
+        views: ``"both"`` (views 1 and 5 / 0 and 1) or ``"left"`` (view 1 / 0).
+        depth_scale: divisor of the target; default 1122.7 (mm) or 45.2 (px).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        split: Split = "train",
+        years: tuple[str, ...] = _YEARS,
+        target: Target = "depth",
+        missing_dmin: Literal["error", "skip"] = "error",
+        views: Literal["both", "left"] = "both",
+        depth_scale: float | None = None,
+    ) -> None:
+        if split not in ("train", "val", "test", "all"):
+            raise InputValueError(f"split: expected train, val, test or all, got {split!r}")
+        if target not in ("depth", "disparity"):
+            raise InputValueError(f"target: expected 'depth' or 'disparity', got {target!r}")
+        if missing_dmin not in ("error", "skip"):
+            raise InputValueError(f"missing_dmin: expected 'error' or 'skip', got {missing_dmin!r}")
+        if views not in ("both", "left"):
+            raise InputValueError(f"views: expected 'both' or 'left', got {views!r}")
+        unknown = set(years) - set(_YEARS)
+        if unknown:
+            raise InputValueError(f"years: expected a subset of {_YEARS}, got {sorted(unknown)}")
+        self.root = require_dir(
+            root, what="Middlebury", layout=_LAYOUT, download=MIDDLEBURY_DOWNLOAD
+        )
+        self.split = split
+        self.target = target
+        self.unit = "mm" if target == "depth" else "px"
+        default_scale = (
+            MIDDLEBURY_DEPTH_SCALE_MM if target == "depth" else MIDDLEBURY_DISPARITY_SCALE_PX
+        )
+        self.depth_scale = float(default_scale if depth_scale is None else depth_scale)
+        self._views = self._discover(years, missing_dmin, views)
+        self._shapes: dict[int, tuple[int, int]] = {}
+
+    def _scene_folders(self, years: tuple[str, ...]) -> list[tuple[str, Path]]:
+        year_dirs = [self.root / y for y in _YEARS if (self.root / y).is_dir()]
+        if year_dirs:
+            parents = [(y, self.root / y) for y in years if (self.root / y).is_dir()]
+        else:
+            parents = [("", self.root)]
+        folders = []
+        for prefix, parent in parents:
+            for folder in sorted(parent.iterdir()):
+                if folder.is_dir() and not folder.name.startswith((".", "_")):
+                    folders.append((prefix, folder))
+        return folders
+
+    def _discover(
+        self, years: tuple[str, ...], missing_dmin: str, views: str
+    ) -> list[_View]:
+        found: list[_View] = []
+        skipped: list[str] = []
+        ignored: list[str] = []
+        for prefix, folder in self._scene_folders(years):
+            kind = _scene_kind(folder)
+            if kind is None:
+                ignored.append(str(folder))
+                continue
+            if folder.name.endswith("-imperfect"):
+                continue
+            if self.split != "all" and middlebury_split(folder.name) != self.split:
+                continue
+            required = _FILES_0506 if kind == "0506" else _FILES_2014
+            missing = [name for name in required if not (folder / name).is_file()]
+            if missing:
+                raise DataError(
+                    f"Middlebury: scene {folder} lacks {', '.join(missing)}.\n"
+                    f"Expected layout:\n{_LAYOUT}\nDownload: {MIDDLEBURY_DOWNLOAD}"
+                )
+            dmin = None
+            if kind == "0506" and self.target == "depth":
+                if not (folder / "dmin.txt").is_file():
+                    if missing_dmin == "skip":
+                        skipped.append(folder.name)
+                        continue
+                    raise DataError(
+                        f"Middlebury: scene {folder} has no dmin.txt, so its disparity cannot "
+                        "be turned into metric depth. Add the scene's dmin.txt (full-size "
+                        f"disparity offset, from {MIDDLEBURY_DOWNLOAD}), use "
+                        "target='disparity', or missing_dmin='skip' to leave such scenes out"
+                    )
+                dmin = read_number(folder / "dmin.txt", what=f"Middlebury {folder.name} dmin")
+            numbers = ((1, 5) if views == "both" else (1,)) if kind == "0506" else (
+                (0, 1) if views == "both" else (0,)
+            )
+            label = f"{prefix}/{folder.name}" if prefix else folder.name
+            for view in numbers:
+                found.append(_View(f"{label}/view{view}", kind, folder, view, dmin))
+        if ignored:
+            warnings.warn(
+                f"Middlebury: ignored {len(ignored)} folder(s) that hold no scene files: "
+                f"{', '.join(ignored[:5])}", stacklevel=3,
+            )
+        if skipped:
+            warnings.warn(
+                f"Middlebury: left out {len(skipped)} scene(s) without dmin.txt "
+                f"(missing_dmin='skip'): {', '.join(skipped)}", stacklevel=3,
+            )
+        if not found:
+            reason = (
+                f" ({len(skipped)} left out for lack of dmin.txt; target='disparity' keeps them)"
+                if skipped else ""
+            )
+            raise DataError(
+                f"Middlebury: found no scene of split {self.split!r} under {self.root}{reason}.\n"
+                f"Expected layout:\n{_LAYOUT}\nDownload: {MIDDLEBURY_DOWNLOAD}"
+            )
+        return found
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def scene_name(self, index: int) -> str:
+        return self._views[index].name
+
+    def _guide_path(self, view: _View) -> Path:
+        name = f"view{view.view}.png" if view.kind == "0506" else f"im{view.view}.png"
+        return view.folder / name
+
+    def shape(self, index: int) -> tuple[int, int]:
+        if index not in self._shapes:
+            self._shapes[index] = _image_size(self._guide_path(self._views[index]))
+        return self._shapes[index]
+
+    def load(self, index: int) -> Scene:
+        view = self._views[index]
+        what = f"Middlebury {view.name}"
+        guide = read_image(self._guide_path(view), what=f"{what} guide")
+        if view.kind == "0506":
+            disparity = read_image(view.folder / f"disp{view.view}.png", what=f"{what} disparity")
+            if disparity.ndim != 2:
+                raise DataError(
+                    f"{what}: expected a single-channel disparity PNG, got shape {disparity.shape}"
+                )
+            if self.target == "depth":
+                depth = disparity_to_depth_2005_2006(disparity, view.dmin)
+            else:
+                depth = np.where(disparity > 0, disparity, np.nan).astype(np.float32)
+        else:
+            disparity = read_pfm(view.folder / f"disp{view.view}.pfm", what=f"{what} disparity")
+            if disparity.ndim != 2:
+                raise DataError(f"{what}: expected a single-channel PFM, got {disparity.shape}")
+            valid = np.isfinite(disparity)
+            if self.target == "depth":
+                calib = read_calibration(view.folder / "calib.txt")
+                denominator = disparity.astype(np.float64) + calib["doffs"]
+                valid &= denominator > 0
+                depth = np.full(disparity.shape, np.nan, np.float32)
+                depth[valid] = calib["f"] * calib["baseline"] / denominator[valid]
+            else:
+                valid &= disparity > 0
+                depth = np.where(valid, disparity, np.nan).astype(np.float32)
+        if guide.shape[:2] != depth.shape:
+            raise DataError(
+                f"{what}: guide size {guide.shape[:2]} differs from disparity size "
+                f"{depth.shape}; the scene's files do not belong together, re-download it"
+            )
+        return Scene(view.name, guide_to_float(guide, what=f"{what} guide"), depth=depth)
