@@ -11,10 +11,21 @@ from node_dada.diffusion.discrete import (
     discrete_dada_two_phase,
     discrete_step,
 )
+from node_dada.diffusion.fidelity import Fidelity, coefficient_gradient, gradient_fidelity
 from node_dada.diffusion.learning_free import (
     DEFAULT_KAPPA,
     learning_free_coefficients,
     learning_free_dada,
+)
+from node_dada.diffusion.ode import (
+    ADAPTIVE_METHODS,
+    FIXED_GRID_METHODS,
+    GRAD_MODES,
+    PROJECTIONS,
+    ProjectedDiffusion,
+    SolveInfo,
+    projected_field,
+    solve_ode,
 )
 from node_dada.diffusion.operators import (
     ADJUST_EPS,
@@ -35,6 +46,17 @@ from node_dada.diffusion.sampling import (
 )
 
 __all__ = [
+    "ADAPTIVE_METHODS",
+    "FIXED_GRID_METHODS",
+    "Fidelity",
+    "GRAD_MODES",
+    "PROJECTIONS",
+    "ProjectedDiffusion",
+    "SolveInfo",
+    "coefficient_gradient",
+    "gradient_fidelity",
+    "projected_field",
+    "solve_ode",
     "ADJUST_EPS",
     "DEFAULT_KAPPA",
     "DEFAULT_LOG_KAPPA",
