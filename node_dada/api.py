@@ -12,8 +12,12 @@ from node_dada.diffusion import (
     DEFAULT_KAPPA,
     DEFAULT_STEP,
     INFERENCE_PRE_ITER,
-    learning_free_dada,
+    discrete_dada,
+    initial_estimate,
+    learning_free_coefficients,
     normalize_guide,
+    shift_positive,
+    solve_ode,
 )
 from node_dada.diffusion._checks import check_finite, check_pair, check_scale, check_tensor
 from node_dada.errors import InputTypeError, InputValueError, ShapeError
@@ -22,7 +26,10 @@ __all__ = ["MILLIMETRE_DEPTH_SCALE", "upsample"]
 
 #: Depth scale of the learning-free path for millimetre input (the Middlebury scale).
 MILLIMETRE_DEPTH_SCALE = 1122.7
-_SOLVERS = ("discrete",)
+_SOLVERS = ("ode", "discrete")
+#: Learning-free ODE default: RKC at h = 40 over T = 0.24 * 8000 matched the 8000-step
+#: iteration to 3e-4 relative L2 with ~6x fewer evaluations (256 x 256, x8).
+ODE_METHOD, ODE_STEP = "rkc", 40.0
 
 
 def _guide_to_tensor(guide: Any) -> tuple[torch.Tensor, bool]:
@@ -102,7 +109,7 @@ def upsample(
     scale: int,
     mask_lr: np.ndarray | torch.Tensor | None = None,
     checkpoint: str | None = None,
-    solver: str = "discrete",
+    solver: str = "ode",
     num_iter: int = INFERENCE_PRE_ITER,
     step: float = DEFAULT_STEP,
     kappa: float = DEFAULT_KAPPA,
@@ -118,13 +125,17 @@ def upsample(
             NaN, inf or 0 mean invalid unless ``mask_lr`` is given.
         scale: integer factor with ``H = scale*h`` and ``W = scale*w``.
         mask_lr: optional validity of ``source`` (same shape), true = valid.
-        checkpoint: a trained model (not available yet: learning-free only).
-        solver: ``"discrete"``, the DADA iteration.
-        num_iter: iterations (8000 by default).
+        checkpoint: a trained model: a shipped name (``node_dada.models.NAMED_CHECKPOINTS``)
+            or a checkpoint path (loaded weights-only). ``None``: learning-free DADA.
+        solver: learning-free only: ``"ode"`` (the continuous formulation, solved with the
+            stabilised RKC method: fast) or ``"discrete"`` (the reference iteration).
+            A checkpoint uses the solver it was trained with.
+        num_iter: iterations, or horizon ``step * num_iter`` for the ODE (8000 by default).
         step: ``lambda`` of the iteration.
         kappa: Perona-Malik parameter of the learning-free coefficients.
-        depth_scale: divisor that brings ``source`` to the range DADA works in;
-            default 1122.7 (millimetres). Use ``1122.7 / 1000`` for metres, etc.
+        depth_scale: divisor that brings ``source`` to the range DADA works in; default
+            the checkpoint's training scale, or 1122.7 (millimetres) when learning-free.
+            Use ``1.1227`` for metres, etc.
         callback: called with the number of finished iterations (progress bars).
 
     Returns:
@@ -136,11 +147,6 @@ def upsample(
         >>> guide, _, disparity = stereo_motorcycle()
         >>> # depth = node_dada.upsample(guide[:496, :736], low_res_depth, scale=8)
     """
-    if checkpoint is not None:
-        raise InputValueError(
-            f"checkpoint: no trained model named {checkpoint!r} is available; "
-            "use checkpoint=None for learning-free DADA"
-        )
     if solver not in _SOLVERS:
         raise InputValueError(f"solver: expected one of {_SOLVERS}, got {solver!r}")
     scale = check_scale(scale)
@@ -153,26 +159,61 @@ def upsample(
         raise InputValueError(
             "source: expected at least one valid pixel (finite and non-zero), got none"
         )
+    model = None
+    if checkpoint is not None:
+        from node_dada.models.inference import load_model
+
+        model = load_model(checkpoint)
+        if depth_scale is None:
+            depth_scale = model.hparams.depth_scale
     depth_scale = MILLIMETRE_DEPTH_SCALE if depth_scale is None else float(depth_scale)
     if not depth_scale > 0:
         raise InputValueError(f"depth_scale: expected a positive number, got {depth_scale}")
     work_dtype = torch.float32 if guide_t.dtype != torch.float64 else torch.float64
     guide_n = normalize_guide(guide_t.to(work_dtype))
+    mask = mask.to(guide_t.device)
     scaled = torch.where(mask, source_t, torch.zeros_like(source_t)).to(
         device=guide_t.device, dtype=work_dtype
     ) / depth_scale
     with torch.no_grad():
-        result = learning_free_dada(
-            guide_n,
-            scaled,
-            mask.to(guide_t.device),
-            kappa=kappa,
-            num_iter=num_iter,
-            step=step,
-            callback=callback,
-        )
+        depth0 = initial_estimate(scaled, mask, scale)
+        if model is not None:
+            result = _run_model(model, guide_n, scaled, mask, depth0, depth_scale, scale)
+        else:
+            result = _learning_free(guide_n, scaled, mask, depth0, solver=solver, kappa=kappa,
+                                    num_iter=num_iter, step=step, callback=callback)
     result = result * depth_scale
     if numpy_in:
         out_dtype = source.dtype if np.issubdtype(source.dtype, np.floating) else np.float64
         return result[0, 0].cpu().numpy().astype(out_dtype)
     return result.to(source_t.dtype)
+
+
+def _learning_free(guide_n, source, mask, depth0, *, solver, kappa, num_iter, step, callback):
+    source_s, depth0_s, shift = shift_positive(source, depth0, mask)
+    cv, ch = learning_free_coefficients(guide_n, depth0_s, kappa)
+    if solver == "discrete":
+        result = discrete_dada(depth0_s, cv, ch, source_s, mask, num_iter, step, callback=callback)
+    else:
+        result, _ = solve_ode(depth0_s, cv, ch, source_s, mask, step * num_iter,
+                              method=ODE_METHOD, step_size=ODE_STEP)
+        if callback is not None:
+            callback(num_iter)
+    return result - shift if shift else result
+
+
+def _run_model(model, guide_n, source, mask, depth0, depth_scale, scale):
+    from node_dada.data.pipeline import Batch
+
+    expected = model.hparams.guide_channels
+    if guide_n.shape[1] != expected:
+        raise ShapeError(
+            f"guide: the checkpoint was trained on {expected}-channel guides, got "
+            f"{guide_n.shape[1]} channels"
+        )
+    model = model.to(device=guide_n.device, dtype=guide_n.dtype)
+    empty = torch.zeros_like(depth0)
+    batch = Batch(guide=guide_n, source=source, mask_lr=mask, depth0=depth0, target=empty,
+                  mask_hr=empty.bool(), depth_scale=depth_scale, scale=scale,
+                  name=("input",) * len(guide_n))
+    return model(batch)[0]

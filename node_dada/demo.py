@@ -29,6 +29,8 @@ from node_dada.diffusion import (
 from node_dada.metrics import DepthErrors, depth_errors
 
 DEFAULT_SCALES = (4, 8, 16, 32)
+#: The shipped model the demo evaluates next to the learning-free result, once it exists.
+TRAINED_MODEL = "middlebury-x8"
 
 
 @dataclass
@@ -159,10 +161,38 @@ def main(argv: list[str] | None = None) -> int:
             bar.set_postfix_str(f"x{scale}")
             scale_rows, maps = run_scale(guide, depth_mm, scale, args.num_iter, bar)
             rows += scale_rows
+            if scale == 8 and trained_model_available():
+                rows.append(run_trained(guide, depth_mm, scale))
             save_figure(maps, scale, scale_rows, args.out / f"motorcycle_x{scale}.png")
     text = write_tables(rows, args.out, command, args.num_iter)
     sys.stdout.write("\n" + text + f"\nWritten to {args.out}/\n")
+    if not trained_model_available():
+        sys.stdout.write(
+            f"No trained model ({TRAINED_MODEL!r}) is shipped with this version, so the table "
+            "has learning-free rows only. Train one with: node-dada fit --config "
+            "configs/middlebury_x8_ode_adjoint.yaml\n"
+        )
     return 0
+
+
+def trained_model_available() -> bool:
+    from node_dada.models.inference import NAMED_CHECKPOINTS
+
+    return TRAINED_MODEL in NAMED_CHECKPOINTS
+
+
+def run_trained(guide: np.ndarray, depth_mm: np.ndarray, scale: int) -> DemoRow:
+    """The shipped trained model on the same crop and degradation as the other rows."""
+    import node_dada
+
+    guide_c = crop_to_multiple(guide, scale)
+    depth_c = crop_to_multiple(depth_mm, scale)
+    source, mask_lr = degrade(torch.from_numpy(depth_c)[None, None], scale)
+    start = time.perf_counter()
+    prediction = node_dada.upsample(guide_c, source[0, 0].numpy(), scale=scale,
+                                    mask_lr=mask_lr[0, 0].numpy(), checkpoint=TRAINED_MODEL)
+    seconds = time.perf_counter() - start
+    return DemoRow(scale, f"trained {TRAINED_MODEL}", depth_errors(prediction, depth_c), seconds)
 
 
 if __name__ == "__main__":

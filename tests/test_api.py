@@ -8,7 +8,7 @@ import torch
 
 import node_dada
 from node_dada.diffusion import block_mean
-from node_dada.errors import InputTypeError, InputValueError, NodeDadaError, ShapeError
+from node_dada.errors import DataError, InputTypeError, InputValueError, NodeDadaError, ShapeError
 
 
 def scene(h=6, w=8, scale=4, seed=0):
@@ -94,7 +94,7 @@ def test_inputs_are_not_modified_and_small_depth_warns():
         (torch.zeros(1, 3, 24, 32), torch.ones(1, 1, 6, 8, dtype=torch.int32), {"scale": 4}, InputTypeError, "source"),
         (np.zeros((24, 32, 3), np.uint8), -np.ones((6, 8)), {"scale": 4}, InputValueError, "negative"),
         (np.zeros((24, 32, 3), np.uint8), np.ones((6, 8)), {"scale": 4, "solver": "x"}, InputValueError, "solver"),
-        (np.zeros((24, 32, 3), np.uint8), np.ones((6, 8)), {"scale": 4, "checkpoint": "nope"}, InputValueError, "checkpoint"),
+        (np.zeros((24, 32, 3), np.uint8), np.ones((6, 8)), {"scale": 4, "checkpoint": "nope"}, DataError, "checkpoint"),
         (np.zeros((24, 32, 3), np.uint8), np.ones((6, 8)), {"scale": 4, "mask_lr": np.ones((3, 8))}, ShapeError, "mask_lr"),
         ("guide.png", np.ones((6, 8)), {"scale": 4}, InputTypeError, "guide"),
     ],
@@ -110,3 +110,13 @@ def test_library_prints_nothing(capfd):
     node_dada.upsample(guide, source, scale=4, num_iter=5)
     captured = capfd.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_ode_default_matches_the_discrete_iteration():
+    """Learning-free: RKC over T = 0.24 * N against N discrete iterations."""
+    guide, source = scene(h=8, w=8, scale=8)
+    ode = node_dada.upsample(guide, source, scale=8, num_iter=2000)
+    discrete = node_dada.upsample(guide, source, scale=8, num_iter=2000, solver="discrete")
+    assert np.linalg.norm(ode - discrete) / np.linalg.norm(discrete) < 2e-3
+    pooled = ode.reshape(8, 8, 8, 8).mean(axis=(1, 3))
+    np.testing.assert_allclose(pooled, source, rtol=1e-5)

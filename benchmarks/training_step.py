@@ -1,0 +1,125 @@
+"""Training step time and peak memory per gradient mode at the same horizon.
+
+    python benchmarks/training_step.py --out results/training_step
+
+One optimisation step (forward, backward, Adam) of ``DADAModule`` with the
+``light`` extractor on a batch of the third-size Middlebury train split
+(../shared/data), x8, at the settings of ``configs/middlebury_x8_*.yaml``
+(batch 4, 128 x 128 crops, no lead-in, ``train_iter`` iterations with
+gradient). Each mode runs in a fresh subprocess: a warm-up step, then the
+median of ``--repeats`` timed steps; peak memory is the rise of the resident
+set over the state before the timed steps (kernel high-water mark reset
+through /proc/self/clear_refs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MODES = {
+    "discrete / unrolled": {"solver": "discrete", "grad_mode": "unrolled"},
+    "ode euler / direct": {"solver": "ode", "grad_mode": "direct", "method": "euler"},
+    "ode euler / checkpointed": {"solver": "ode", "grad_mode": "checkpointed", "method": "euler"},
+    "ode euler / adjoint": {"solver": "ode", "grad_mode": "adjoint", "method": "euler"},
+    "ode rkc h=4 / adjoint": {"solver": "ode", "grad_mode": "adjoint", "method": "rkc",
+                              "step_size": 4.0},
+}
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "middlebury0506" / "ThirdSize"
+
+
+# Large blocks straight from mmap and back to the system on free: the resident set
+# then follows live tensor memory instead of what the allocator keeps cached.
+MEASURE_ENV = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def run_one(name: str, train_iter: int, repeats: int) -> dict:
+    import lightning as L
+    import torch
+
+    from node_dada.data.datamodules import MiddleburyDataModule
+    from node_dada.models.dada_module import DADAModule
+
+    L.seed_everything(0)
+    data = MiddleburyDataModule(DATA, target="depth", missing_dmin="skip", scale=8,
+                                crop_size=128, batch_size=4)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    model = DADAModule(extractor="light", lead_in=0, train_iter=train_iter, **MODES[name])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step() -> float:
+        start = time.perf_counter()
+        optimizer.zero_grad()
+        prediction, _ = model(batch, train=True)
+        model.loss(prediction, batch).backward()
+        optimizer.step()
+        return time.perf_counter() - start
+
+    step()
+    before = _rss_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")
+    times = [step() for _ in range(repeats)]
+    return {"mode": name, "train_iter": train_iter, "horizon": 0.24 * train_iter,
+            "step_s": statistics.median(times), "peak_mib": (_rss_kib("VmHWM") - before) / 1024}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("results/training_step"))
+    parser.add_argument("--train-iter", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        sys.stdout.write(json.dumps(run_one(args.one, args.train_iter, args.repeats)) + "\n")
+        return 0
+    rows = []
+    for name in MODES:
+        done = subprocess.run([sys.executable, __file__, "--one", name, "--train-iter",
+                               str(args.train_iter), "--repeats", str(args.repeats)],
+                              capture_output=True, text=True, check=False,
+                              env=MEASURE_ENV)
+        if done.returncode:
+            rows.append({"mode": name, "error": done.stderr.strip().splitlines()[-1][:100]})
+        else:
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        sys.stderr.write(f"{rows[-1]}\n")
+    base = next((r for r in rows if r["mode"] == "discrete / unrolled" and "step_s" in r), None)
+    command = " ".join(["python benchmarks/training_step.py"] + (argv or sys.argv[1:]))
+    lines = [
+        f"# Training step per gradient mode (light extractor, batch 4 x 128 x 128, x8, "
+        f"{args.train_iter} iterations with gradient, T = {0.24 * args.train_iter:g})", "",
+        f"Produced by `{command}` on 2 CPU cores; median of {args.repeats} steps.", "",
+        "| mode | step time (s) | steps/s | vs discrete | peak memory (MiB) | vs discrete |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['mode']} | failed: {r['error']} | | | | |")
+            continue
+        time_ratio = f"{r['step_s'] / base['step_s']:.2f}" if base else ""
+        mem_ratio = f"{r['peak_mib'] / base['peak_mib']:.2f}" if base else ""
+        lines.append(f"| {r['mode']} | {r['step_s']:.2f} | {1 / r['step_s']:.2f} | {time_ratio} | "
+                     f"{r['peak_mib']:.0f} | {mem_ratio} |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "README.md").write_text("\n".join(lines) + "\n")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

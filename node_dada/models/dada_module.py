@@ -1,0 +1,307 @@
+"""The LightningModule: feature extractor + learnable ``kappa`` + a DADA solver
+(DESIGN.md section 8).
+
+The solver is the discrete iteration (``solver="discrete"``, gradient mode
+``unrolled``) or the continuous ODE (``solver="ode"``, any torchdiffeq method or
+``rkc``, any gradient mode). Both keep the reference's two phases in training:
+a random no-grad lead-in (``n_pre ~ U{0..lead_in-1}`` iterations, or
+``t_pre ~ U[0, 0.24 * lead_in)`` for the ODE), then ``train_iter`` iterations
+(horizon ``0.24 * train_iter``) with gradient. Inference runs the whole
+``lead_in + train_iter`` span.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn as nn
+
+from node_dada.data.pipeline import Batch
+from node_dada.diffusion import (
+    DEFAULT_LOG_KAPPA,
+    DEFAULT_STEP,
+    GRAD_MODES,
+    discrete_dada,
+    discrete_dada_two_phase,
+    edge_coefficients,
+    shift_positive,
+    solve_ode,
+)
+from node_dada.errors import InputValueError, SolverError
+from node_dada.models.extractors import build_extractor
+from node_dada.models.visuals import colourise, guide_to_rgb
+
+__all__ = ["DADAModule", "LOSS_WEIGHT"]
+
+#: The reference scales the L1 loss by 10.
+LOSS_WEIGHT = 10.0
+_STAGES = ("val", "test")
+
+
+class DADAModule(L.LightningModule):
+    """Deep Anisotropic Diffusion, discrete or continuous.
+
+    Args:
+        extractor: ``"light"`` (CPU-sized), ``"resnet50"`` (the paper's), ``"resnet18"``,
+            ``"resnet34"`` or ``"none"`` (learning-free: features = guide + I0, kappa fixed).
+        guide_channels: channels of the (normalised) guide; the extractor sees one more.
+        pretrained: local torchvision-format ImageNet weights for the ResNet encoders.
+        solver: ``"discrete"`` or ``"ode"``.
+        grad_mode: ``"unrolled"`` (discrete) or an ODE mode: ``"adjoint"`` (stable,
+            default for ODE), ``"checkpointed"``, ``"direct"``, ``"adjoint_naive"``.
+        method, step_size, rtol, atol, projection, max_nfe, solver_options: ODE settings
+            (see ``node_dada.diffusion.solve_ode``).
+        lead_in: iterations of the no-grad phase (inference runs all of them).
+        train_iter: iterations with gradient.
+        step: ``lambda`` of the discrete iteration; ODE horizons are ``step * iterations``.
+        lr, weight_decay, lr_step_epochs, lr_gamma: Adam and StepLR.
+        metric_aggregation: ``"pixel"`` (exact) or ``"batch"`` (the reference's mean of
+            per-batch means), for comparison with published tables.
+        image_every_n_val_steps: log image panels every N validation batches (0: never).
+        depth_scale: divisor of the training data's depth unit, recorded so that
+            ``node_dada.upsample(..., checkpoint=...)`` scales users' depth the same way.
+    """
+
+    def __init__(
+        self,
+        *,
+        extractor: str = "light",
+        guide_channels: int = 3,
+        pretrained: str | None = None,
+        solver: str = "discrete",
+        grad_mode: str = "unrolled",
+        method: str = "euler",
+        step_size: float = DEFAULT_STEP,
+        rtol: float | None = None,
+        atol: float | None = None,
+        projection: str = "multiplicative",
+        max_nfe: int | None = None,
+        solver_options: dict[str, Any] | None = None,
+        lead_in: int = 8000,
+        train_iter: int = 1024,
+        step: float = DEFAULT_STEP,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-5,
+        lr_step_epochs: int = 10,
+        lr_gamma: float = 0.9,
+        metric_aggregation: str = "pixel",
+        image_every_n_val_steps: int = 10,
+        depth_scale: float = 1122.7,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if solver not in ("discrete", "ode"):
+            raise InputValueError(f"solver: expected 'discrete' or 'ode', got {solver!r}")
+        if solver == "discrete" and grad_mode != "unrolled":
+            raise InputValueError(
+                f"grad_mode: the discrete solver trains by 'unrolled', got {grad_mode!r}; "
+                "use solver='ode' for the continuous gradient modes"
+            )
+        if solver == "ode" and grad_mode not in GRAD_MODES:
+            raise InputValueError(f"grad_mode: expected one of {GRAD_MODES}, got {grad_mode!r}")
+        if metric_aggregation not in ("pixel", "batch"):
+            raise InputValueError(
+                f"metric_aggregation: expected 'pixel' or 'batch', got {metric_aggregation!r}"
+            )
+        self.learning_free = extractor == "none"
+        self.extractor = build_extractor(extractor, in_channels=guide_channels + 1,
+                                         pretrained=pretrained)
+        self.log_kappa = nn.Parameter(torch.tensor(DEFAULT_LOG_KAPPA),
+                                      requires_grad=not self.learning_free)
+        self._rng = random.Random(0)
+        self._last_info: Any = None
+        self._sums: dict[str, torch.Tensor] = {}
+
+    # ----------------------------------------------------------------- forward
+    def coefficients(self, guide: torch.Tensor, depth0: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``cv, ch`` from the guide and the initial estimate (DESIGN.md section 2)."""
+        if self.learning_free:
+            features = torch.cat([guide, depth0], dim=1)
+        else:
+            centred = depth0 - depth0.mean(dim=(1, 2, 3), keepdim=True)
+            features = self.extractor(torch.cat([guide, centred], dim=1))
+        return edge_coefficients(features, self.log_kappa.exp())
+
+    def forward(self, batch: Batch, *, train: bool = False) -> tuple[torch.Tensor, dict]:
+        """Predict scaled depth (B, 1, H, W); ``train`` draws the random lead-in."""
+        source, depth0, shift = shift_positive(batch.source, batch.depth0, batch.mask_lr)
+        cv, ch = self.coefficients(batch.guide, depth0)
+        hp = self.hparams
+        if hp.solver == "discrete":
+            if train:
+                depth, lead = discrete_dada_two_phase(
+                    depth0, cv, ch, source, batch.mask_lr, num_pre=hp.lead_in,
+                    num_train=hp.train_iter, step=hp.step, randomize_pre=True, rng=self._rng)
+                info = {"lead_in": lead, "nfe_forward": lead + hp.train_iter}
+            else:
+                total = hp.lead_in + (0 if self.learning_free else hp.train_iter)
+                depth = discrete_dada(depth0, cv, ch, source, batch.mask_lr, total, hp.step)
+                info = {"nfe_forward": total}
+        else:
+            depth, info = self._forward_ode(depth0, cv, ch, source, batch.mask_lr, train)
+        if shift:
+            depth = depth - shift
+        return depth, {"cv": cv, "ch": ch, **info}
+
+    def _solve(self, depth0, cv, ch, source, mask, t_end: float, grad_mode: str):
+        hp = self.hparams
+        return solve_ode(depth0, cv, ch, source, mask, t_end, method=hp.method,
+                         step_size=hp.step_size, rtol=hp.rtol, atol=hp.atol,
+                         projection=hp.projection, grad_mode=grad_mode, max_nfe=hp.max_nfe,
+                         options=hp.solver_options)
+
+    def _forward_ode(self, depth0, cv, ch, source, mask, train: bool):
+        hp = self.hparams
+        t_pre = hp.step * hp.lead_in
+        t_train = 0.0 if self.learning_free else hp.step * hp.train_iter
+        if not train:
+            depth, info = self._solve(depth0, cv, ch, source, mask, t_pre + t_train, "direct")
+            return depth, {"nfe_forward": info.nfe_forward, "solver_time_s": info.wall_time_s}
+        lead = self._rng.uniform(0.0, t_pre) if t_pre > 0 else 0.0
+        start = depth0
+        nfe = 0
+        if lead > 0:
+            with torch.no_grad():
+                start, pre_info = self._solve(depth0, cv.detach(), ch.detach(), source, mask,
+                                              lead, "direct")
+            nfe = pre_info.nfe_forward
+        depth, info = self._solve(start, cv, ch, source, mask, t_train, hp.grad_mode)
+        self._last_info = info
+        return depth, {"lead_in": lead, "nfe_forward": nfe + info.nfe_forward,
+                       "solver_time_s": info.wall_time_s}
+
+    # ---------------------------------------------------------------- training
+    @staticmethod
+    def loss(prediction: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """L1 over valid HR pixels (scaled depth), times 10 as in the reference."""
+        valid = batch.mask_hr
+        if not valid.any():
+            return prediction.sum() * 0.0
+        return LOSS_WEIGHT * (prediction[valid] - batch.target[valid]).abs().mean()
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        prediction, aux = self(batch, train=True)
+        loss = self.loss(prediction, batch)
+        if not torch.isfinite(loss):
+            raise SolverError(
+                f"training loss is not finite at step {self.global_step} "
+                f"(solver {self.hparams.solver}/{self.hparams.method}, lead-in "
+                f"{aux.get('lead_in')}); the last good checkpoint is kept"
+            )
+        size = len(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/kappa", self.log_kappa.exp().detach(), batch_size=size)
+        self.log("train/nfe_forward", float(aux["nfe_forward"]), batch_size=size)
+        if "solver_time_s" in aux:
+            self.log("train/solver_time_s", aux["solver_time_s"], batch_size=size)
+        return loss
+
+    def on_after_backward(self) -> None:
+        info = self._last_info
+        if info is not None:
+            self.log("train/nfe_backward", float(info.nfe_backward))
+            self.log("train/backward_time_s", info.backward_time_s)
+            self._last_info = None
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:  # learning-free: nothing to train, keep Lightning's loop well-formed
+            params = [nn.Parameter(torch.zeros(()))]
+        optimizer = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=hp.lr_step_epochs,
+                                                    gamma=hp.lr_gamma)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    # -------------------------------------------------------------- evaluation
+    def _evaluate(self, batch: Batch, batch_idx: int, stage: str) -> torch.Tensor:
+        prediction, aux = self(batch)
+        loss = self.loss(prediction, batch)
+        self.log(f"{stage}/loss", loss, batch_size=len(batch), sync_dist=True)
+        self._accumulate(stage, batch.physical(prediction), batch.physical(batch.target),
+                         batch.mask_hr, batch.unit)
+        every = self.hparams.image_every_n_val_steps
+        if stage == "val" and every and batch_idx % every == 0:
+            self._log_panels(batch, prediction, aux, batch_idx)
+        return prediction
+
+    def _accumulate(self, stage: str, prediction, target, valid, unit: str) -> None:
+        # Physical units: mm -> cm (metrics in cm, DESIGN.md section 7); px stays px.
+        factor = 0.1 if unit == "mm" else 1.0
+        diff = (prediction - target)[valid].double() * factor
+        if diff.numel() == 0:
+            return
+        sums = self._sums.setdefault(stage, torch.zeros(5, dtype=torch.float64,
+                                                        device=prediction.device))
+        mae, mse = diff.abs().mean(), (diff**2).mean()
+        sums += torch.stack([diff.abs().sum(), (diff**2).sum(),
+                             diff.new_tensor(float(diff.numel())), mae, mse]).to(sums)
+        self._units = "cm" if unit == "mm" else unit
+        self._batches = getattr(self, "_batches", {})
+        self._batches[stage] = self._batches.get(stage, 0) + 1
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        sums = self._sums.pop(stage, None)
+        batches = getattr(self, "_batches", {}).pop(stage, 0)
+        if sums is None:
+            return
+        counts = torch.tensor([float(batches)], dtype=torch.float64, device=sums.device)
+        sums = self.trainer.strategy.reduce(sums.clone(), reduce_op="sum")
+        counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        if self.hparams.metric_aggregation == "pixel":
+            mae, mse = sums[0] / sums[2], sums[1] / sums[2]
+        else:
+            mae, mse = sums[3] / counts[0], sums[4] / counts[0]
+        unit = getattr(self, "_units", "cm")
+        values = {f"{stage}/mae_{unit}": mae, f"{stage}/mse_{unit}2": mse,
+                  f"{stage}/rmse_{unit}": torch.sqrt(mse)}
+        self.log_dict({k: float(v) for k, v in values.items()}, prog_bar=stage == "val")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
+        prediction, _ = self(batch)
+        return {"name": batch.name, "depth": batch.physical(prediction).cpu(),
+                "unit": batch.unit}
+
+    # ------------------------------------------------------------- TensorBoard
+    def _log_panels(self, batch: Batch, prediction, aux: dict, batch_idx: int) -> None:
+        experiment = getattr(self.logger, "experiment", None)
+        if experiment is None or not hasattr(experiment, "add_image"):
+            return
+        if self.trainer.global_rank != 0:
+            return
+        step = self.global_step
+        tag = f"val_{batch_idx}"
+        target = batch.physical(batch.target)[0, 0]
+        valid = batch.mask_hr[0, 0]
+        predicted = batch.physical(prediction)[0, 0].detach()
+        finite = target[valid]
+        low, high = (float(finite.min()), float(finite.max())) if finite.numel() else (0.0, 1.0)
+        error = (predicted - target).abs().masked_fill(~valid, 0)
+        panels = {
+            "guide": guide_to_rgb(batch.guide[0]),
+            "prediction": colourise(predicted, low, high),
+            "ground_truth": colourise(target.masked_fill(~valid, math.nan), low, high),
+            "error": colourise(error, 0.0, max(float(error.max()), 1e-6), cmap="magma"),
+            "cv": colourise(aux["cv"][0, 0].detach(), 0.0, 1.0, cmap="gray"),
+            "ch": colourise(aux["ch"][0, 0].detach(), 0.0, 1.0, cmap="gray"),
+        }
+        for name, image in panels.items():
+            experiment.add_image(f"{tag}/{name}", image, step, dataformats="HWC")
+        experiment.add_histogram(f"{tag}/cv_hist", aux["cv"].detach().flatten().cpu(), step)
+        experiment.add_histogram(f"{tag}/ch_hist", aux["ch"].detach().flatten().cpu(), step)

@@ -1,0 +1,101 @@
+"""Loading trained models safely and running them on tensors.
+
+Checkpoints are read with ``torch.load(weights_only=True)``: a file whose
+unpickling would run code or build arbitrary objects is refused with a
+``DataError``, never executed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from node_dada.errors import DataError, InputValueError
+
+__all__ = [
+    "NAMED_CHECKPOINTS",
+    "export_model",
+    "load_checkpoint_file",
+    "load_model",
+    "resolve_checkpoint",
+]
+
+_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: Trained models shipped with the package, by name (file in node_dada/models/weights/).
+NAMED_CHECKPOINTS: dict[str, str] = {
+    path.stem: path.name for path in sorted(_WEIGHTS_DIR.glob("*.pt"))
+} if _WEIGHTS_DIR.is_dir() else {}
+
+
+def resolve_checkpoint(checkpoint: str | Path) -> Path:
+    """A shipped model's name or a path -> an existing file."""
+    name = str(checkpoint)
+    if name in NAMED_CHECKPOINTS:
+        return _WEIGHTS_DIR / NAMED_CHECKPOINTS[name]
+    path = Path(checkpoint)
+    if path.is_file():
+        return path
+    known = ", ".join(NAMED_CHECKPOINTS) or "none are shipped yet"
+    raise DataError(
+        f"checkpoint: {name!r} is neither a shipped model name ({known}) nor an existing file"
+    )
+
+
+def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with clear errors."""
+    path = Path(path)
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise DataError(
+            f"checkpoint: {path} holds objects beyond tensors and plain containers (its "
+            "unpickling could run code); it was not loaded. Re-save it as a plain state dict "
+            f"(torch.save(model.state_dict(), ...)). Details: {str(error).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise DataError(
+            f"checkpoint: {path} is not a readable torch file (truncated or corrupt?): {error}"
+        ) from None
+    if not isinstance(content, dict):
+        raise DataError(f"checkpoint: expected a dict in {path}, got {type(content).__name__}")
+    return content
+
+
+def load_model(checkpoint: str | Path):
+    """Build a :class:`~node_dada.models.DADAModule` from a Lightning checkpoint or a
+    shipped ``{"hyper_parameters", "state_dict"}`` file, in eval mode."""
+    from node_dada.models.dada_module import DADAModule
+
+    path = resolve_checkpoint(checkpoint)
+    content = load_checkpoint_file(path)
+    if "state_dict" not in content or "hyper_parameters" not in content:
+        raise DataError(
+            f"checkpoint: {path} lacks 'state_dict' and 'hyper_parameters'; expected a "
+            "node-dada Lightning checkpoint or a file written by node_dada.models.export_model"
+        )
+    accepted = inspect.signature(DADAModule.__init__).parameters
+    # LightningCLI adds bookkeeping entries (e.g. "_instantiator"); keep the model's own.
+    hparams = {k: v for k, v in dict(content["hyper_parameters"]).items() if k in accepted}
+    hparams.pop("pretrained", None)  # encoder weights come from the state dict
+    try:
+        model = DADAModule(**hparams)
+    except TypeError as error:
+        raise InputValueError(f"checkpoint: {path} has unknown hyper-parameters: {error}") from None
+    missing, unexpected = model.load_state_dict(content["state_dict"], strict=False)
+    if missing or unexpected:
+        raise DataError(
+            f"checkpoint: {path} does not fit the model it describes (missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]})"
+        )
+    return model.eval()
+
+
+def export_model(model, path: str | Path, *, half: bool = False) -> None:
+    """Save weights + hyper-parameters only (small, loadable with weights_only)."""
+    state = {k: (v.half() if half and v.is_floating_point() else v)
+             for k, v in model.state_dict().items()}
+    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": state}, path)
