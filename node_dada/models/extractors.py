@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from node_dada.errors import InputValueError, ShapeError
+from node_dada.errors import InputTypeError, InputValueError, ShapeError
 from node_dada.models.weights import load_encoder_weights
 
 __all__ = [
@@ -349,6 +349,10 @@ def _check_input(x: object, channels: int) -> None:
         )
     if x.shape[-2] == 0 or x.shape[-1] == 0:
         raise ShapeError(f"features input: expected H, W >= 1, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise InputTypeError(
+            f"features input: expected a floating-point tensor, got {x.dtype}; cast with .float()"
+        )
 
 
 def _pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[slice, slice]]:

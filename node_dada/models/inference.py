@@ -8,13 +8,13 @@ unpickling would run code or build arbitrary objects is refused with a
 from __future__ import annotations
 
 import inspect
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from node_dada.errors import DataError, InputValueError
+from node_dada.models.weights import load_checkpoint_safely
 
 __all__ = [
     "NAMED_CHECKPOINTS",
@@ -24,18 +24,18 @@ __all__ = [
     "resolve_checkpoint",
 ]
 
-_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-#: Trained models shipped with the package, by name (file in node_dada/models/weights/).
+_CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+#: Trained models shipped with the package, by name (file in node_dada/models/checkpoints/).
 NAMED_CHECKPOINTS: dict[str, str] = {
-    path.stem: path.name for path in sorted(_WEIGHTS_DIR.glob("*.pt"))
-} if _WEIGHTS_DIR.is_dir() else {}
+    path.stem: path.name for path in sorted(_CHECKPOINT_DIR.glob("*.pt"))
+} if _CHECKPOINT_DIR.is_dir() else {}
 
 
 def resolve_checkpoint(checkpoint: str | Path) -> Path:
     """A shipped model's name or a path -> an existing file."""
     name = str(checkpoint)
     if name in NAMED_CHECKPOINTS:
-        return _WEIGHTS_DIR / NAMED_CHECKPOINTS[name]
+        return _CHECKPOINT_DIR / NAMED_CHECKPOINTS[name]
     path = Path(checkpoint)
     if path.is_file():
         return path
@@ -46,23 +46,8 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
 
 
 def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` with clear errors."""
-    path = Path(path)
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise DataError(
-            f"checkpoint: {path} holds objects beyond tensors and plain containers (its "
-            "unpickling could run code); it was not loaded. Re-save it as a plain state dict "
-            f"(torch.save(model.state_dict(), ...)). Details: {str(error).splitlines()[0]}"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise DataError(
-            f"checkpoint: {path} is not a readable torch file (truncated or corrupt?): {error}"
-        ) from None
-    if not isinstance(content, dict):
-        raise DataError(f"checkpoint: expected a dict in {path}, got {type(content).__name__}")
-    return content
+    """``torch.load(weights_only=True)`` with clear errors (see ``models.weights``)."""
+    return load_checkpoint_safely(path)
 
 
 def load_model(checkpoint: str | Path):

@@ -36,8 +36,8 @@ __all__ = [
 ]
 
 _EXPECTED = (
-    "expected a PyTorch weights file written by torch.save (a state dict, or a Lightning "
-    "checkpoint with a 'state_dict' entry)"
+    "a PyTorch weights file written by torch.save (a state dict, or a Lightning checkpoint "
+    "with a 'state_dict' entry)"
 )
 # What torch.load raises on truncated or corrupt files, depending on where the file is
 # cut and whether it is a zip or a legacy pickle (measured with torch 2.13).
@@ -67,30 +67,34 @@ def load_checkpoint_safely(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise DataError(
-            f"weights file {path} does not exist; {_EXPECTED}. Check the path (relative paths "
-            f"start from {Path.cwd()})"
+            f"weights file {path} does not exist; expected {_EXPECTED}. Check the path "
+            f"(relative paths start from {Path.cwd()})"
         )
     if not path.is_file():
-        raise DataError(f"weights file {path} is not a file; {_EXPECTED}")
+        raise DataError(f"weights file {path} is not a file; expected {_EXPECTED}")
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch notes protocols it did not write; the verdict below is what matters
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         detail = _unpickler_detail(error)
         raise DataError(
             f"weights file {path} was refused: it contains pickled code or Python objects "
             f"beyond tensors and plain containers ({detail}), or is not a PyTorch file at "
             "all. It will not be loaded, because unpickling it could execute arbitrary code. "
-            f"{_EXPECTED}; if you trust its origin, re-save only the weights with "
+            f"Expected {_EXPECTED}; if you trust its origin, re-save only the weights with "
             "torch.save(model.state_dict(), path)"
         ) from None
     except _CORRUPT_FILE_ERRORS as error:
         raise DataError(
             f"weights file {path} could not be read: it looks truncated or corrupt "
-            f"({type(error).__name__}: {error}). {_EXPECTED}; download or copy it again"
+            f"({type(error).__name__}: {error}). Expected {_EXPECTED}; download or copy it "
+            "again"
         ) from None
     if not isinstance(content, dict):
         raise DataError(
-            f"weights file {path} holds a {type(content).__name__}; {_EXPECTED}"
+            f"weights file {path} holds a {type(content).__name__}; expected {_EXPECTED}"
         )
     return content
 
@@ -113,7 +117,7 @@ def load_state_dict_safely(path: str | Path) -> dict[str, Tensor]:
     if not isinstance(state, Mapping):
         raise DataError(
             f"weights file {path}: its 'state_dict' entry is a {type(state).__name__}; "
-            f"{_EXPECTED}"
+            f"expected {_EXPECTED}"
         )
     odd = [str(key) for key, value in state.items()
            if not isinstance(key, str) or not isinstance(value, Tensor)]
@@ -121,7 +125,7 @@ def load_state_dict_safely(path: str | Path) -> dict[str, Tensor]:
         raise DataError(
             f"weights file {path}: expected a mapping of parameter names to tensors, but "
             f"{len(odd)} entries are not (first: {odd[:5]}); top-level keys: "
-            f"{list(content)[:10]}. {_EXPECTED}"
+            f"{list(content)[:10]}. Expected {_EXPECTED}"
         )
     return dict(state)
 
