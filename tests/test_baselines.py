@@ -29,9 +29,10 @@ ALL_METHODS = (
     "bicubic",
     *OPENCV_METHODS,
     "dada",
+    "dada_ode",
 )
-# Keep DADA cheap here: a few iterations exercise the whole path.
-FAST_PARAMS: dict[str, dict[str, object]] = {"dada": {"num_iter": 30}}
+# Keep DADA cheap here: a few iterations (or their horizon, 0.24 x 30) exercise the whole path.
+FAST_PARAMS: dict[str, dict[str, object]] = {"dada": {"num_iter": 30}, "dada_ode": {"t_end": 7.2}}
 # Relative tolerance of "exact" results: the OpenCV filters run in float32 and
 # the fast global smoother accumulates ~60 ulp over its passes.
 FLOAT32_RTOL = 2e-5
@@ -143,7 +144,7 @@ def test_units_carry_through(name: str, motorcycle_crop: tuple[torch.Tensor, tor
     source_mm, mask = degrade(depth_mm, 8)
     extra_mm: dict[str, object] = {}
     extra_m: dict[str, object] = {}
-    if name == "dada":
+    if name in ("dada", "dada_ode"):
         extra_mm, extra_m = {"depth_scale": 1122.7}, {"depth_scale": 1.1227}
     out_mm = run(name, guide, source_mm, scale=8, mask_lr=mask, **extra_mm)
     out_m = run(name, guide, source_mm / 1000, scale=8, mask_lr=mask, **extra_m)
@@ -250,8 +251,9 @@ def test_default_params_scale_window_sizes_and_prefer_tuned_values(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert set(DEFAULT_PARAMS) == set(OPENCV_METHODS)
-    params = default_params("guided_filter", 8)
-    assert params["radius"] == DEFAULT_PARAMS["guided_filter"]["radius_per_scale"] * 8
+    params = default_params("guided_filter", 64)  # a scale the validation search left out
+    assert params["radius"] == DEFAULT_PARAMS["guided_filter"]["radius_per_scale"] * 64
+    assert default_params("guided_filter", 8) == TUNED_PARAMS["guided_filter"][8]
     monkeypatch.setitem(TUNED_PARAMS, "guided_filter", {8: {"radius": 5}})
     assert default_params("guided_filter", 8) == {
         "radius": 5,
@@ -293,7 +295,7 @@ def test_only_the_guided_filter_takes_two_channels() -> None:
         run("joint_bilateral", guide, source, scale=4)
 
 
-@pytest.mark.parametrize("name", ["bicubic", "dada"])
+@pytest.mark.parametrize("name", ["bicubic", "dada", "dada_ode"])
 def test_methods_without_opencv_take_any_channel_count(name: str) -> None:
     guide, source = random_problem(channels=5)
     assert run(name, guide, source, scale=4).shape == (2, 1, 24, 24)
@@ -351,6 +353,8 @@ def test_every_method_rejects_bad_sources_and_masks(name: str) -> None:
         ("fast_global_smoother", {"num_iter": 2.5}, "num_iter: expected a positive integer"),
         ("weighted_median", {"weight_type": "gauss"}, "weight_type: expected one of"),
         ("dada", {"depth_scale": 0.0}, "depth_scale: expected a positive"),
+        ("dada_ode", {"depth_scale": 0.0}, "depth_scale: expected a positive"),
+        ("dada_ode", {"method": "rk5"}, "method: expected one of"),
     ],
 )
 def test_bad_parameters_are_named(name: str, params: dict[str, object], phrase: str) -> None:
@@ -359,7 +363,7 @@ def test_bad_parameters_are_named(name: str, params: dict[str, object], phrase: 
         run(name, guide, source, scale=4, **params)
 
 
-@pytest.mark.parametrize("name", [*OPENCV_METHODS, "dada"])
+@pytest.mark.parametrize("name", [*OPENCV_METHODS, "dada", "dada_ode"])
 def test_precomputed_estimate_is_checked_and_used(name: str) -> None:
     guide, source = random_problem(seed=8)
     estimate = run("bicubic", guide, source, scale=4)

@@ -12,7 +12,7 @@ the dtype, device and unit of ``source``.
 ['bicubic', 'bilinear', 'dada']
 """
 
-from node_dada.baselines.dada import dada
+from node_dada.baselines.dada import dada, dada_ode
 from node_dada.baselines.interpolation import bicubic, bilinear, nearest
 from node_dada.baselines.opencv_filters import (
     DEFAULT_PARAMS,
@@ -33,6 +33,7 @@ __all__ = [
     "bicubic",
     "bilinear",
     "dada",
+    "dada_ode",
     "default_params",
     "fast_global_smoother",
     "get_baseline",

@@ -44,9 +44,40 @@ __all__ = [
 #: Parameters found by the search on the validation split (DESIGN.md section 6:
 #: Middlebury val = Moebius, Lampshade1, Lampshade2, Shelves, Playtable), as
 #: ``{method: {scale: {parameter: value}}}`` in the units of the function
-#: arguments. Empty until that search is run; record it (grid, split, metric,
-#: command) next to the values it writes here. Never tune on a test scene.
-TUNED_PARAMS: dict[str, dict[int, dict[str, float]]] = {}
+#: arguments. Never tune on a test scene.
+#:
+#: Search record: results/tuning/middlebury_val.md (chosen values, grid, command)
+#: and middlebury_val.csv (every tried setting with its validation MAE), made by
+#: ``python -m node_dada.tuning --scales 4 8 16 32 --out results/tuning --no-progress``
+#: (node_dada/tuning.py): the validation scenes with metric depth (Moebius, both
+#: views, whole third-size images), lowest exact per-pixel MAE. The guided filter's
+#: best window is the grid's smallest: on this data it can only match bicubic.
+TUNED_PARAMS: dict[str, dict[int, dict[str, float]]] = {
+    "guided_filter": {
+        4: {"radius": 1, "eps": 0.01},
+        8: {"radius": 1, "eps": 0.01},
+        16: {"radius": 2, "eps": 0.01},
+        32: {"radius": 4, "eps": 0.01},
+    },
+    "joint_bilateral": {
+        4: {"sigma_space": 4.0, "sigma_color": 0.03},
+        8: {"sigma_space": 8.0, "sigma_color": 0.03},
+        16: {"sigma_space": 16.0, "sigma_color": 0.03},
+        32: {"sigma_space": 32.0, "sigma_color": 0.03},
+    },
+    "fast_global_smoother": {
+        4: {"lambda_": 10.0, "sigma_color": 0.01},
+        8: {"lambda_": 100.0, "sigma_color": 0.01},
+        16: {"lambda_": 100.0, "sigma_color": 0.01},
+        32: {"lambda_": 1000.0, "sigma_color": 0.01},
+    },
+    "weighted_median": {
+        4: {"radius": 4, "sigma": 0.1},
+        8: {"radius": 8, "sigma": 0.1},
+        16: {"radius": 16, "sigma": 0.03},
+        32: {"radius": 32, "sigma": 0.03},
+    },
+}
 
 #: Fallbacks for scales the search did not cover: hand-set starting points,
 #: not the recorded search. Window sizes are given per unit of scale (an entry
@@ -104,8 +135,8 @@ def default_params(method: str, scale: int) -> dict[str, float]:
     where the validation search covered that scale.
 
     Example:
-        >>> default_params("guided_filter", 8)
-        {'radius': 2.0, 'eps': 0.01}
+        >>> default_params("guided_filter", 64)  # not tuned: the fallback
+        {'radius': 16.0, 'eps': 0.01}
     """
     if method not in DEFAULT_PARAMS:
         raise InputValueError(f"method: expected one of {sorted(DEFAULT_PARAMS)}, got {method!r}")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import torch
 
-from node_dada.baselines.dada import dada
+from node_dada.baselines.dada import dada, dada_ode
 from node_dada.baselines.interpolation import bicubic, bilinear, nearest
 from node_dada.baselines.opencv_filters import (
     fast_global_smoother,
@@ -24,8 +24,7 @@ __all__ = ["BASELINES", "Baseline", "get_baseline", "register_baseline"]
 #: ``method(guide, source, *, scale, mask_lr=None, **params) -> depth``.
 Baseline = Callable[..., torch.Tensor]
 
-#: Every method by name. The continuous variant (``"dada_ode"``) and trained
-#: models join through :func:`register_baseline`.
+#: Every method by name. Trained models join through :func:`register_baseline`.
 BASELINES: dict[str, Baseline] = {
     "nearest": nearest,
     "bilinear": bilinear,
@@ -35,6 +34,7 @@ BASELINES: dict[str, Baseline] = {
     "fast_global_smoother": fast_global_smoother,
     "weighted_median": weighted_median,
     "dada": dada,
+    "dada_ode": dada_ode,
 }
 
 

@@ -1,0 +1,829 @@
+"""``node-dada benchmark``: every method on the same deterministic test crops, in
+one table (issue 6, DESIGN.md section 7).
+
+    python -m node_dada.benchmark --dataset middlebury --scales 4 8 16 32 \\
+        --methods bicubic guided_filter joint_bilateral fast_global_smoother \\
+        weighted_median dada dada_ode
+
+For each scale the test split goes through the data pipeline's evaluation mode
+(:class:`~node_dada.data.GuidedDepthDataset` with ``mode="eval"``: non-overlapping
+``crop_size`` grid crops from the top-left, no augmentation, the NaN-aware block
+mean as degradation). Every method of :data:`node_dada.baselines.BASELINES`
+sees the same crops; the masked bicubic estimate is computed once per crop and
+handed to the methods that refine it (``depth0``), and its time is added to
+theirs. Errors are exact per-pixel aggregates over the valid pixels of all
+crops (:mod:`node_dada.metrics`), in centimetres; ``--aggregation batch`` gives
+the reference protocol's mean of per-crop means instead.
+
+Writes ``<out>/<dataset>.csv`` (first line ``# command: ...``),
+``<out>/<dataset>.md`` and one figure per scale, ``<out>/<dataset>_x<scale>.png``.
+
+Trained checkpoints: ``--checkpoint NAME=PATH`` is the hook through which a
+trained model joins the table as method ``NAME``; see :func:`checkpoint_method`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import inspect
+import logging
+import math
+import os
+import shlex
+import sys
+import textwrap
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from node_dada.baselines import BASELINES, default_params, get_baseline
+from node_dada.baselines.dada import ODE_METHOD, ODE_STEP_SIZE
+from node_dada.data import GuidedDepthDataset, MiddleburyScenes, MotorcycleScenes
+from node_dada.data.pipeline import SceneSource
+from node_dada.diffusion import (
+    DEFAULT_KAPPA,
+    DEFAULT_STEP,
+    INFERENCE_PRE_ITER,
+    SolveInfo,
+    normalize_guide,
+)
+from node_dada.errors import DataError, InputValueError, NodeDadaError
+from node_dada.metrics import Aggregation, DepthErrorAccumulator, DepthErrors
+
+__all__ = [
+    "DATASETS",
+    "DEFAULT_METHODS",
+    "DEFAULT_MIDDLEBURY_ROOT",
+    "DEFAULT_SCALES",
+    "BenchmarkRow",
+    "Crop",
+    "MethodSpec",
+    "OneLineParser",
+    "UsageError",
+    "checkpoint_method",
+    "count_crops",
+    "iter_crops",
+    "load_scenes",
+    "main",
+    "method_specs",
+    "non_negative_int",
+    "positive_int",
+    "raw_guide",
+    "report_error",
+    "run_benchmark",
+]
+
+_log = logging.getLogger(__name__)
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The third-size Middlebury 2005/2006 scenes of the shared data folder (SOURCES.md there).
+DEFAULT_MIDDLEBURY_ROOT = _REPO_ROOT / ".." / "shared" / "data" / "middlebury0506" / "ThirdSize"
+DATASETS = ("middlebury", "motorcycle")
+DEFAULT_SCALES = (4, 8, 16, 32)
+DEFAULT_METHODS = (
+    "bicubic",
+    "guided_filter",
+    "joint_bilateral",
+    "fast_global_smoother",
+    "weighted_median",
+    "dada",
+    "dada_ode",
+)
+DEFAULT_CROP_SIZE = 256
+DEFAULT_FIGURE_CROPS = 2
+_DATASET_TITLES = {
+    "middlebury": "Middlebury 2005/2006, third size, scenes with metric depth (dmin.txt)",
+    "motorcycle": "Middlebury 2014 Motorcycle, quarter size (embedded in scikit-image)",
+}
+# Methods whose signature takes a precomputed bicubic estimate (``depth0``).
+_ESTIMATE = "bicubic"
+
+
+# --- data -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Crop:
+    """One evaluation crop in the form every baseline takes.
+
+    Attributes:
+        name: scene name and crop position.
+        guide: (1, C, H, W) raw guide in 0-1 (what the baselines take).
+        source: (1, 1, h, w) low-resolution depth in mm, 0 where invalid.
+        mask_lr: (1, 1, h, w) bool validity of ``source``.
+        target: (1, 1, H, W) ground truth in mm, NaN where invalid.
+    """
+
+    name: str
+    guide: torch.Tensor
+    source: torch.Tensor
+    mask_lr: torch.Tensor
+    target: torch.Tensor
+
+    @property
+    def megapixels(self) -> float:
+        return self.target.shape[-2] * self.target.shape[-1] / 1e6
+
+
+def raw_guide(guide: torch.Tensor) -> torch.Tensor:
+    """Undo :func:`~node_dada.diffusion.normalize_guide` (a fixed per-channel affine
+    map): the pipeline stores normalised guides, the baselines take raw 0-1 ones.
+
+    The map is recovered from its values at 0 and 1, so it stays right for any
+    channel count; the result is clipped to 0-1 (float round-off only).
+    """
+    shape = (1, guide.shape[1], 1, 1)
+    offset = normalize_guide(guide.new_zeros(shape))
+    gain = normalize_guide(guide.new_ones(shape)) - offset
+    return ((guide - offset) / gain).clamp(0.0, 1.0)
+
+
+def load_scenes(dataset: str, *, root: Path | None = None, split: str = "test") -> SceneSource:
+    """The scenes of ``split``: Middlebury scenes with metric depth (those without
+    ``dmin.txt`` are left out, and logged) or the embedded Motorcycle scene."""
+    if dataset == "motorcycle":
+        if root is not None:
+            raise InputValueError(
+                "--root: the motorcycle scene is embedded in scikit-image and takes no root; "
+                "leave --root out"
+            )
+        return MotorcycleScenes()
+    if dataset != "middlebury":
+        raise InputValueError(f"--dataset: expected one of {', '.join(DATASETS)}, got {dataset!r}")
+    root = (DEFAULT_MIDDLEBURY_ROOT if root is None else root).resolve()
+    if not root.is_dir():
+        raise DataError(
+            f"--root: no folder at {root}; point it to the Middlebury 2005/2006 ThirdSize "
+            "folder (../shared/data/middlebury0506/ThirdSize, see its SOURCES.md)"
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scenes = MiddleburyScenes(root, split=split, missing_dmin="skip")
+    for warning in caught:
+        _log.info("%s", warning.message)
+    return scenes
+
+
+def _check_unit(scenes: SceneSource) -> None:
+    if scenes.unit != "mm":
+        raise InputValueError(
+            f"scenes: the benchmark reports errors in cm and needs depth in mm, got unit "
+            f"{scenes.unit!r}"
+        )
+
+
+def iter_crops(
+    scenes: SceneSource, *, scale: int, crop_size: int | None, limit: int | None = None
+) -> Iterator[Crop]:
+    """The evaluation crops of ``scenes`` at ``scale`` (``crop_size=None``: whole
+    images cropped to a multiple of the scale), through the data pipeline."""
+    _check_unit(scenes)
+    dataset = GuidedDepthDataset(scenes, mode="eval", scale=scale, crop_size=crop_size)
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    for index in range(count):
+        sample = dataset[index]
+        physical = sample.target * sample.depth_scale
+        target = torch.where(sample.mask_hr, physical, torch.full_like(physical, np.nan))
+        yield Crop(
+            name=sample.name,
+            guide=raw_guide(sample.guide[None]),
+            source=(sample.source * sample.depth_scale)[None],
+            mask_lr=sample.mask_lr[None],
+            target=target[None],
+        )
+
+
+def count_crops(
+    scenes: SceneSource, *, scale: int, crop_size: int | None, limit: int | None = None
+) -> int:
+    """How many crops :func:`iter_crops` yields (no image is decoded)."""
+    dataset = GuidedDepthDataset(scenes, mode="eval", scale=scale, crop_size=crop_size)
+    return len(dataset) if limit is None else min(limit, len(dataset))
+
+
+# --- methods ------------------------------------------------------------------------
+
+
+def checkpoint_method(name: str, path: Path) -> Callable[..., torch.Tensor]:
+    """A trained model as benchmark method ``name``, with the baselines' signature
+    ``method(guide, source, *, scale, mask_lr=None, depth0=None) -> (B, 1, H, W)``
+    (raw 0-1 guide, source and result in mm). The checkpoint is loaded once,
+    weights-only, so a bad or untrusted file fails here with a clear error."""
+    import node_dada
+    from node_dada.models.inference import load_model
+
+    load_model(path)  # fail early, before any crop is evaluated
+
+    def method(guide: torch.Tensor, source: torch.Tensor, *, scale: int,
+               mask_lr: torch.Tensor | None = None, depth0: torch.Tensor | None = None,
+               ) -> torch.Tensor:
+        return node_dada.upsample(guide, source, scale=scale, mask_lr=mask_lr,
+                                  checkpoint=str(path))
+
+    method.__name__ = name
+    return method
+
+
+def _takes(method: Callable[..., Any], parameter: str) -> bool:
+    try:
+        return parameter in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+@dataclass
+class MethodSpec:
+    """A method of the table: its callable, fixed keyword arguments and descriptions."""
+
+    name: str
+    function: Callable[..., torch.Tensor]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    solver: str = ""
+
+    @property
+    def uses_estimate(self) -> bool:
+        return self.name != _ESTIMATE and _takes(self.function, "depth0")
+
+    def params(self, scale: int) -> str:
+        """The parameters this method runs with at ``scale``, as ``key=value`` text."""
+        try:
+            values: dict[str, Any] = default_params(self.name, scale)
+        except InputValueError:
+            values = {}
+        values.update({k: v for k, v in self.kwargs.items() if not callable(v)})
+        return " ".join(f"{key}={_short(value)}" for key, value in values.items())
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def method_specs(
+    methods: Sequence[str],
+    *,
+    dada_iters: int = INFERENCE_PRE_ITER,
+    ode_step: float = ODE_STEP_SIZE,
+    checkpoints: Sequence[tuple[str, Path]] = (),
+) -> list[MethodSpec]:
+    """Look the methods up (unknown names raise) and fix DADA's settings.
+
+    ``dada`` runs ``dada_iters`` discrete iterations; ``dada_ode`` integrates to
+    the matching horizon ``T = 0.24 * dada_iters`` with RKC steps of ``ode_step``.
+    """
+    specs = []
+    t_end = DEFAULT_STEP * dada_iters
+    for name in methods:
+        spec = MethodSpec(name, get_baseline(name))
+        if name == "dada":
+            spec.kwargs = {"num_iter": dada_iters}
+            spec.solver = (
+                f"discrete, {dada_iters} iterations, step {DEFAULT_STEP}, kappa {DEFAULT_KAPPA}"
+            )
+        elif name == "dada_ode":
+            spec.kwargs = {"t_end": t_end, "method": ODE_METHOD, "step_size": ode_step}
+            spec.solver = f"{ODE_METHOD}, step {ode_step:g}, T = {t_end:g}, kappa {DEFAULT_KAPPA}"
+        specs.append(spec)
+    for name, path in checkpoints:
+        if name in BASELINES or name in methods:
+            raise InputValueError(
+                f"--checkpoint {name}={path}: the name {name!r} is already a method; pick another"
+            )
+        specs.append(MethodSpec(name, checkpoint_method(name, path), solver="trained"))
+    return specs
+
+
+# --- evaluation ---------------------------------------------------------------------
+
+
+@dataclass
+class BenchmarkRow:
+    """One line of the table: a method at a scale over all crops of the split."""
+
+    dataset: str
+    split: str
+    scale: int
+    crop_size: str
+    method: str
+    params: str
+    solver: str
+    nfe: str
+    aggregation: str
+    mae_cm: float
+    mse_cm2: float
+    rmse_cm: float
+    seconds: float
+    s_per_mpix: float
+    crops: int
+    megapixels: float
+    valid_pixels: int
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        return list(cls.__dataclass_fields__)
+
+    def as_csv(self) -> list[str]:
+        values = []
+        for key in self.columns():
+            value = getattr(self, key)
+            values.append(f"{value:.6g}" if isinstance(value, float) else str(value))
+        return values
+
+
+@dataclass
+class FigureCrop:
+    """What the comparison figure shows of one crop."""
+
+    name: str
+    guide: np.ndarray  # (H, W, C) 0-1
+    target: np.ndarray  # (H, W) mm, NaN = invalid
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    errors: dict[str, DepthErrors] = field(default_factory=dict)
+
+
+@dataclass
+class _Tally:
+    accumulator: DepthErrorAccumulator = field(default_factory=DepthErrorAccumulator)
+    seconds: float = 0.0
+    megapixels: float = 0.0
+    crops: int = 0
+    nfe: list[int] = field(default_factory=list)
+
+
+def _spread(count: int, chosen: int) -> set[int]:
+    """``chosen`` indices spread evenly over ``range(count)``, first and last included."""
+    chosen = min(chosen, count)
+    if chosen <= 0:
+        return set()
+    if chosen == 1:
+        return {0}
+    return {round(i * (count - 1) / (chosen - 1)) for i in range(chosen)}
+
+
+def _run_method(
+    spec: MethodSpec, crop: Crop, scale: int, estimate: torch.Tensor | None
+) -> tuple[torch.Tensor, float, int | None]:
+    infos: list[SolveInfo] = []
+    kwargs = dict(spec.kwargs)
+    if _takes(spec.function, "on_info"):
+        kwargs["on_info"] = infos.append
+    if estimate is not None:
+        kwargs["depth0"] = estimate
+    start = time.perf_counter()
+    prediction = spec.function(crop.guide, crop.source, scale=scale, mask_lr=crop.mask_lr, **kwargs)
+    seconds = time.perf_counter() - start
+    nfe = infos[-1].nfe_forward if infos else spec.kwargs.get("num_iter")
+    return prediction, seconds, nfe
+
+
+def run_benchmark(
+    scenes: SceneSource,
+    *,
+    dataset: str,
+    split: str,
+    scales: Sequence[int],
+    specs: Sequence[MethodSpec],
+    crop_size: int | None = DEFAULT_CROP_SIZE,
+    limit: int | None = None,
+    aggregation: Aggregation = "pixel",
+    figure_crops: int = DEFAULT_FIGURE_CROPS,
+    progress: bool = True,
+) -> tuple[list[BenchmarkRow], dict[int, list[FigureCrop]]]:
+    """Evaluate every method of ``specs`` on the crops of ``scenes`` at each scale.
+
+    Returns the table rows (scale-major, methods in the given order) and, per
+    scale, ``figure_crops`` crops spread evenly over the set (first and last
+    included) with every method's prediction.
+    """
+    names = [spec.name for spec in specs]
+    counts = {s: count_crops(scenes, scale=s, crop_size=crop_size, limit=limit) for s in scales}
+    rows: list[BenchmarkRow] = []
+    figures: dict[int, list[FigureCrop]] = {}
+    total = sum(counts.values()) * len(specs)
+    with tqdm(total=total, desc=f"benchmark {dataset}", unit="run", disable=not progress,
+              file=sys.stderr) as bar:
+        for scale in scales:
+            tallies = {name: _Tally() for name in names}
+            shown: list[FigureCrop] = []
+            on_figure = _spread(counts[scale], figure_crops)
+            for index, crop in enumerate(
+                iter_crops(scenes, scale=scale, crop_size=crop_size, limit=limit)
+            ):
+                if not torch.isfinite(crop.target).any() or not crop.mask_lr.any():
+                    _log.info("crop %s has no valid pixel; left out", crop.name)
+                    bar.update(len(specs))
+                    continue
+                estimate = None
+                estimate_s = 0.0
+                if any(spec.uses_estimate for spec in specs) or _ESTIMATE in names:
+                    bar.set_postfix_str(f"x{scale} {_ESTIMATE}")
+                    estimate, estimate_s, _ = _run_method(
+                        MethodSpec(_ESTIMATE, get_baseline(_ESTIMATE)), crop, scale, None
+                    )
+                figure = None
+                if index in on_figure:
+                    figure = FigureCrop(
+                        crop.name,
+                        crop.guide[0].permute(1, 2, 0).numpy(),
+                        crop.target[0, 0].numpy(),
+                    )
+                    shown.append(figure)
+                for spec in specs:
+                    bar.set_postfix_str(f"x{scale} {spec.name}")
+                    if spec.name == _ESTIMATE and estimate is not None:
+                        prediction, seconds, nfe = estimate, estimate_s, None
+                    else:
+                        prediction, seconds, nfe = _run_method(
+                            spec, crop, scale, estimate if spec.uses_estimate else None
+                        )
+                        if spec.uses_estimate:
+                            seconds += estimate_s
+                    tally = tallies[spec.name]
+                    errors = tally.accumulator.update(prediction, crop.target)
+                    tally.seconds += seconds
+                    tally.megapixels += crop.megapixels
+                    tally.crops += 1
+                    if nfe is not None:
+                        tally.nfe.append(int(nfe))
+                    if figure is not None:
+                        figure.predictions[spec.name] = prediction[0, 0].detach().cpu().numpy()
+                        if errors is not None:
+                            figure.errors[spec.name] = errors
+                    bar.update(1)
+            figures[scale] = shown
+            for spec in specs:
+                tally = tallies[spec.name]
+                if not tally.accumulator.batches:
+                    continue
+                errors = tally.accumulator.compute(aggregation=aggregation)
+                nfe = str(round(float(np.mean(tally.nfe)))) if tally.nfe else ""
+                rows.append(
+                    BenchmarkRow(
+                        dataset=dataset,
+                        split=split,
+                        scale=scale,
+                        crop_size="full" if crop_size is None else str(crop_size),
+                        method=spec.name,
+                        params=spec.params(scale),
+                        solver=spec.solver,
+                        nfe=nfe,
+                        aggregation=aggregation,
+                        mae_cm=errors.mae_cm,
+                        mse_cm2=errors.mse_cm2,
+                        rmse_cm=errors.rmse_cm,
+                        seconds=tally.seconds,
+                        s_per_mpix=tally.seconds / tally.megapixels,
+                        crops=tally.crops,
+                        megapixels=tally.megapixels,
+                        valid_pixels=errors.count,
+                    )
+                )
+    return rows, figures
+
+
+# --- outputs ------------------------------------------------------------------------
+
+
+def write_csv(rows: Sequence[BenchmarkRow], path: Path, command: str) -> None:
+    """The table as CSV, its first line ``# command: <command>``."""
+    with path.open("w", newline="") as handle:
+        handle.write(f"# command: {command}\n")
+        writer = csv.writer(handle)
+        writer.writerow(BenchmarkRow.columns())
+        writer.writerows(row.as_csv() for row in rows)
+
+
+def mae_pivot(rows: Sequence[BenchmarkRow]) -> list[str]:
+    """Markdown table: one line per method, MAE (cm) per scale, best per scale in bold."""
+    scales = sorted({row.scale for row in rows})
+    methods = list(dict.fromkeys(row.method for row in rows))
+    value = {(row.method, row.scale): row.mae_cm for row in rows}
+    best = {s: min(v for (m, sc), v in value.items() if sc == s) for s in scales}
+    lines = [
+        "| method | " + " | ".join(f"x{s}" for s in scales) + " |",
+        "|---|" + "---:|" * len(scales),
+    ]
+    for method in methods:
+        cells = []
+        for scale in scales:
+            mae = value.get((method, scale))
+            if mae is None:
+                cells.append("")
+            elif mae == best[scale]:
+                cells.append(f"**{mae:.2f}**")
+            else:
+                cells.append(f"{mae:.2f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_markdown(
+    rows: Sequence[BenchmarkRow],
+    path: Path,
+    *,
+    command: str,
+    dataset: str,
+    scene_names: Sequence[str],
+    figures: Sequence[str],
+    load: tuple[float, float] | None = None,
+) -> str:
+    """The table as Markdown with the command, the protocol and the figures.
+
+    ``load``: the machine's 1-minute load average at the start and end of the
+    run, reported next to the timings (which other work on the machine inflates).
+    """
+    first = rows[0]
+    size = first.crop_size
+    crops = "whole images" if size == "full" else f"{size} x {size}"
+    aggregation = (
+        "exact per-pixel aggregates over the valid pixels of all crops"
+        if first.aggregation == "pixel"
+        else "means of the per-crop means (the reference protocol)"
+    )
+    lines = [
+        f"# Benchmark: {_DATASET_TITLES.get(dataset, dataset)}",
+        "",
+        f"Produced by `{command}`; regenerate it with that command from the repository root.",
+        "",
+        f"Split `{first.split}`: {', '.join(scene_names)}. Deterministic, non-overlapping "
+        f"{crops} grid crops from the top-left (the data pipeline's evaluation mode); the "
+        "low-resolution source is the NaN-aware block mean of the ground truth. Errors in cm are "
+        f"{aggregation}. Time per megapixel (of output) is wall time on "
+        f"{torch.get_num_threads()} CPU thread(s), and includes the bicubic estimate for the "
+        "methods that refine it (every method but nearest, bilinear and bicubic). The "
+        "OpenCV filters use `node_dada.baselines.default_params` (the values tuned on the "
+        "validation split where available, see results/tuning/).",
+    ]
+    if load is not None:
+        lines += [
+            "",
+            f"The machine's 1-minute load average was {load[0]:.1f} at the start of the run and "
+            f"{load[1]:.1f} at its end, on {os.cpu_count()} logical CPU(s): above that count "
+            "other work shared the cores and the times are inflated accordingly.",
+        ]
+    lines += [
+        "",
+        "## MAE (cm), best per scale in bold",
+        "",
+        *mae_pivot(rows),
+        "",
+        *_below_bicubic(rows),
+        "## All metrics",
+        "",
+        "| scale | method | MAE (cm) | MSE (cm^2) | RMSE (cm) | s / MP | NFE | crops | valid px "
+        "| parameters / solver |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        detail = row.solver or row.params or "-"
+        lines.append(
+            f"| x{row.scale} | {row.method} | {row.mae_cm:.2f} | {row.mse_cm2:.2f} | "
+            f"{row.rmse_cm:.2f} | {row.s_per_mpix:.2f} | {row.nfe or '-'} | {row.crops} | "
+            f"{row.valid_pixels} | {detail} |"
+        )
+    if figures:
+        lines += ["", "## Figures", ""]
+        lines += [f"![{name}]({name})" for name in figures]
+    text = "\n".join(lines) + "\n"
+    path.write_text(text)
+    return text
+
+
+def _below_bicubic(rows: Sequence[BenchmarkRow]) -> list[str]:
+    """One sentence per learning-free DADA variant: the scales where its MAE is
+    below bicubic's (issue 6's acceptance criterion)."""
+    mae = {(row.method, row.scale): row.mae_cm for row in rows}
+    scales = sorted({row.scale for row in rows if (_ESTIMATE, row.scale) in mae})
+    lines = []
+    for method in ("dada", "dada_ode"):
+        compared = [s for s in scales if (method, s) in mae]
+        if not compared:
+            continue
+        better = [s for s in compared if mae[(method, s)] < mae[(_ESTIMATE, s)]]
+        verdict = "every scale" if better == compared else (
+            "x" + ", x".join(map(str, better)) if better else "no scale"
+        )
+        ratios = ", ".join(f"x{s}: {mae[(method, s)] / mae[(_ESTIMATE, s)]:.2f}" for s in compared)
+        lines.append(
+            f"`{method}` MAE is below bicubic's at {verdict} (ratio to bicubic {ratios})."
+        )
+    return [*lines, ""] if lines else []
+
+
+def save_figure(crops: Sequence[FigureCrop], path: Path, *, title: str) -> None:
+    """Guide, ground truth and every method's prediction for each crop (one row
+    per crop, one colour scale per row: the truth's 1st-99th percentiles)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(crops[0].predictions)
+    columns = 2 + len(methods)
+    fig, axes = plt.subplots(
+        len(crops), columns, figsize=(1.8 * columns + 0.6, 2.3 * len(crops) + 0.4),
+        squeeze=False, layout="constrained",
+    )
+    for axes_row, crop in zip(axes, crops, strict=True):
+        finite = crop.target[np.isfinite(crop.target)]
+        vmin, vmax = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
+        style = {"cmap": "viridis_r", "vmin": vmin, "vmax": vmax}
+        axes_row[0].imshow(np.clip(crop.guide, 0, 1).squeeze())
+        axes_row[0].set_title(textwrap.fill(crop.name, 26), fontsize=7)
+        axes_row[1].imshow(np.ma.masked_invalid(crop.target), **style)
+        axes_row[1].set_title("ground truth\n(white = unknown)", fontsize=7)
+        shown = None
+        for axis, method in zip(axes_row[2:], methods, strict=True):
+            shown = axis.imshow(crop.predictions[method], **style)
+            errors = crop.errors.get(method)
+            label = f"{method}\nMAE {errors.mae_cm:.2f} cm" if errors else method
+            axis.set_title(label, fontsize=7)
+        for axis in axes_row:
+            axis.axis("off")
+        if shown is not None:
+            colourbar = fig.colorbar(shown, ax=list(axes_row), shrink=0.9, pad=0.005)
+            colourbar.set_label("depth (mm)", fontsize=7)
+            colourbar.ax.tick_params(labelsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+# --- command line -------------------------------------------------------------------
+
+
+class UsageError(Exception):
+    """A bad command-line argument (reported as one line, exit code 2)."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line (exit code 2 from :func:`main`)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def report_error(prog: str, error: BaseException) -> int:
+    """Write ``error`` as one line on stderr; return the exit code 2."""
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    sys.stderr.write(f"{prog}: error: {message}\n")
+    return 2
+
+
+def _checkpoint_arg(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, Path(path)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
+def build_parser(prog: str = "node-dada benchmark") -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=prog,
+        description="Every method on the same deterministic test crops: MAE/MSE/RMSE (cm), "
+        "time per megapixel; writes <out>/<dataset>.csv, .md and figures.",
+    )
+    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument(
+        "--root", type=Path, default=None,
+        help="Middlebury folder (default: ../shared/data/middlebury0506/ThirdSize from the "
+        "repository root); not used by motorcycle",
+    )
+    parser.add_argument("--split", default="test", choices=("test", "val", "train"),
+                        help="Middlebury split (default test); motorcycle is one scene")
+    parser.add_argument("--scales", type=positive_int, nargs="+", default=list(DEFAULT_SCALES))
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                        help=f"any of {', '.join(BASELINES)}")
+    parser.add_argument("--crop-size", type=non_negative_int, default=DEFAULT_CROP_SIZE,
+                        help="side of the evaluation crops; 0 = whole images")
+    parser.add_argument("--limit", type=positive_int, default=None,
+                        help="evaluate only the first N crops per scale (quick checks)")
+    parser.add_argument("--out", type=Path, default=Path("results/benchmark"))
+    parser.add_argument("--aggregation", choices=("pixel", "batch"), default="pixel",
+                        help="pixel: exact (default); batch: mean of per-crop means")
+    parser.add_argument("--dada-iters", type=positive_int, default=INFERENCE_PRE_ITER,
+                        help="discrete DADA iterations; dada_ode integrates to T = 0.24 x this")
+    parser.add_argument("--ode-step", type=_positive_float, default=ODE_STEP_SIZE,
+                        help="dada_ode RKC step size")
+    parser.add_argument("--figure-crops", type=non_negative_int, default=DEFAULT_FIGURE_CROPS,
+                        help="crops per scale shown in the figures (0: no figure)")
+    parser.add_argument(
+        "--checkpoint", type=_checkpoint_arg, action="append", default=[], metavar="NAME=PATH",
+        help="a trained model to add to the table as method NAME (not available yet)",
+    )
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch CPU threads (default: torch's choice); recorded in the .md")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; bad arguments end with one line on stderr and code 2."""
+    invoked_as_module = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = "python -m node_dada.benchmark" if invoked_as_module else "node-dada benchmark"
+    parser = build_parser(prog)
+    try:
+        args = parser.parse_args(argv)
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        specs = method_specs(
+            args.methods,
+            dada_iters=args.dada_iters,
+            ode_step=args.ode_step,
+            checkpoints=args.checkpoint,
+        )
+        scenes = load_scenes(args.dataset, root=args.root, split=args.split)
+        crop_size = args.crop_size or None
+        split = args.split if args.dataset == "middlebury" else "test"
+        load_start = _load_average()
+        rows, figures = run_benchmark(
+            scenes,
+            dataset=args.dataset,
+            split=split,
+            scales=args.scales,
+            specs=specs,
+            crop_size=crop_size,
+            limit=args.limit,
+            aggregation=args.aggregation,
+            figure_crops=args.figure_crops,
+            progress=not args.no_progress,
+        )
+        if not rows:
+            raise InputValueError("the selected crops hold no valid pixel; nothing to report")
+    except (UsageError, NodeDadaError) as error:
+        return report_error(prog, error)
+    command = f"{prog} {shlex.join(argv)}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, args.out / f"{args.dataset}.csv", command)
+    figure_names = []
+    for scale, crops in figures.items():
+        if crops:
+            name = f"{args.dataset}_x{scale}.png"
+            save_figure(
+                crops, args.out / name,
+                title=f"{_DATASET_TITLES[args.dataset]}: x{scale}, depth in mm",
+            )
+            figure_names.append(name)
+    scene_names = [scenes.scene_name(i) for i in range(len(scenes))]
+    text = write_markdown(
+        rows,
+        args.out / f"{args.dataset}.md",
+        command=command,
+        dataset=args.dataset,
+        scene_names=scene_names,
+        figures=figure_names,
+        load=None if load_start is None else (load_start, _load_average() or math.nan),
+    )
+    sys.stdout.write("\n" + text + f"\nWritten to {args.out}/\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
