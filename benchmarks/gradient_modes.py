@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,10 +25,6 @@ HORIZONS = (10.0, 30.0, 120.0, 480.0, 1920.0)
 MODES = ("unrolled", "direct", "checkpointed", "adjoint", "adjoint_naive")
 LINEAR_MODES = ("unrolled", "direct")
 
-
-# Large blocks straight from mmap and back to the system on free: the resident set
-# then follows live tensor memory instead of what the allocator keeps cached.
-MEASURE_ENV = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
 
 
 def _rss_kib(field: str) -> int:
@@ -123,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             command = [sys.executable, __file__, "--one", mode, str(horizon), "--size",
                        str(args.size), "--method", args.method, "--step", str(args.step)]
-            done = subprocess.run(command, capture_output=True, text=True, check=False,
-                                  env=MEASURE_ENV)
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode:
                 rows.append({"mode": mode, "horizon": horizon,
                              "status": "crashed: " + done.stderr.strip().splitlines()[-1][:80]})
