@@ -8,7 +8,9 @@ One iteration with step ``lam``:
 
 The in-place updates of the reference are written out of place with the same
 floating-point operations in the same order (``(I - t_above) + t_below``), so
-the result is bit-identical and autograd needs no clones.
+the result is bit-identical and autograd needs no clones. Where no graph is
+recorded, CPU work goes to the fused kernel of ``fused.py`` (bit-identical too;
+``NODE_DADA_FUSED=0`` or ``fused.set_mode("never")`` keeps this loop).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from node_dada.diffusion import fused as _fused
 from node_dada.diffusion._checks import (
     check_mask,
     check_pair,
@@ -116,6 +119,13 @@ def _iterate(
     step: float,
     callback: Callable[[int], None] | None,
 ) -> torch.Tensor:
+    tracked = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (image, cv, ch, source))
+    if num_iter and not tracked and _fused.supports(image, cv, ch, source,
+                                                    work=image.numel() * num_iter):
+        # no graph to record: the fused kernel, bit-identical to the loop below
+        return _fused.discrete_iterate(image, cv, ch, source, mask, scale, num_iter, step,
+                                       callback=callback)
     for index in range(num_iter):
         image = discrete_step(image, cv, ch, source, mask, scale, step)
         if callback is not None:

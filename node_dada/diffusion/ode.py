@@ -42,8 +42,9 @@ import torch
 import torch.nn as nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from node_dada.diffusion import fused as _fused
 from node_dada.diffusion import rkc as _rkc  # noqa: F401  (registers "rkc" with torchdiffeq)
-from node_dada.diffusion.discrete import prepare_problem
+from node_dada.diffusion.discrete import DEFAULT_STEP, prepare_problem
 from node_dada.diffusion.operators import (
     block_mean,
     diffusion_operator,
@@ -116,8 +117,28 @@ class ProjectedDiffusion(nn.Module):
         self.phase = "forward"
         # adjoint_naive's guard: the range a backward-reconstructed state must stay in
         self.watch_range: tuple[float, float] | None = None
+        # fused kernels (fused.py): None decides per call from the state's size;
+        # solve_ode sets it from the whole solve's work
+        self.fused: bool | None = None
+
+    def uses_fused(self, image: torch.Tensor) -> bool:
+        if self.fused is False:
+            return False
+        return _fused.supports(image, self.cv, self.ch,
+                               work=math.inf if self.fused else None) and _fused.fits(
+            image, self.cv, self.ch, self.mask_lr, self.scale)
 
     def forward(self, t: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        t = self.count(t)
+        if self.watch_range is not None:
+            self._check_reconstructed(t, image)
+        if self.uses_fused(image):
+            return _fused.projected_field(image, self.cv, self.ch, self.mask_lr, self.scale,
+                                          self.projection)
+        return projected_field(image, self.cv, self.ch, self.mask_lr, self.scale, self.projection)
+
+    def count(self, t: torch.Tensor | float) -> torch.Tensor | float:
+        """Count one evaluation against the budget; returns ``t`` detached."""
         t = t.detach() if isinstance(t, torch.Tensor) else t
         self.nfe += 1
         if self.max_nfe is not None and self.nfe > self.max_nfe:
@@ -126,9 +147,7 @@ class ProjectedDiffusion(nn.Module):
                 f"function evaluations at t={float(t):.4g}; loosen rtol/atol, take a larger "
                 "step, use a stabilised method ('rkc') or raise max_nfe"
             )
-        if self.watch_range is not None:
-            self._check_reconstructed(t, image)
-        return projected_field(image, self.cv, self.ch, self.mask_lr, self.scale, self.projection)
+        return t
 
     def _check_reconstructed(self, t: torch.Tensor, image: torch.Tensor) -> None:
         low, high = self.watch_range
@@ -275,6 +294,12 @@ class _AdjointField(nn.Module):
     def forward(self, tau: torch.Tensor, state: tuple[torch.Tensor, ...]):
         adjoint = state[0]
         t = self.t_end - float(tau)
+        func = self.func
+        if func.uses_fused(adjoint):
+            # the vector-Jacobian product in two fused passes, no graph
+            func.count(t)
+            return _fused.field_vjp(self.state_at(t), self.cv, self.ch, func.mask_lr,
+                                    func.scale, func.projection, adjoint)
         with torch.enable_grad():
             image = self.state_at(t).detach().requires_grad_(True)
             self.func.cv, self.func.ch = self.cv, self.ch
@@ -503,6 +528,10 @@ def solve_ode(
             ``DEFAULT_ADAPTIVE_MAX_NFE`` for adaptive methods.
         options: extra solver options (e.g. ``{"stages": 20}`` for rkc).
 
+    On CPU the vector field, its vector-Jacobian product and (without gradient)
+    whole RKC stages run in the fused kernels of ``fused.py`` when the solve is
+    large enough to repay their compilation (``NODE_DADA_FUSED=0`` turns them off).
+
     Returns:
         The (B, 1, H, W) depth and a ``SolveInfo`` (NFE forward/backward, steps,
         wall time; backward fields fill in during ``backward()``).
@@ -531,7 +560,18 @@ def solve_ode(
                 float(plan.knots[1] - plan.knots[0]), options["spectral_radius"])
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (depth0, cv, ch, source))
-    if not needs_grad or grad_mode == "direct":
+    # work of the solve in function evaluations (adaptive: as many as Euler would take)
+    evaluations = info.steps * (info.stages or 1) if plan.fixed else t_end / DEFAULT_STEP
+    func.fused = _fused.supports(y0, cv, ch, work=y0.numel() * evaluations)
+    planned_nfe = (info.steps or 0) * (info.stages or 0)
+    if not needs_grad and method == "rkc" and func.fused and (
+            max_nfe is None or planned_nfe <= max_nfe):
+        # every stage in one fused pass (same arithmetic as torchdiffeq running RKC2)
+        y_end, nfe = _fused.rkc_solve(y0, cv, ch, mask, scale, projection, plan.knots,
+                                      stages=options.get("stages"),
+                                      spectral_radius=options.get("spectral_radius"))
+        func.nfe += nfe
+    elif not needs_grad or grad_mode == "direct":
         whole = _Plan(plan.method, plan.fixed, plan.knots, [(0, len(plan.knots) - 1)],
                       plan.options, plan.rtol, plan.atol)
         y_end = _integrate(func, y0, whole.leaf_times(whole.leaves[0]), whole)
