@@ -36,6 +36,13 @@ def _guide_to_tensor(guide: Any) -> tuple[torch.Tensor, bool]:
     """(B, C, H, W) float tensor in 0-1, and whether the input was numpy."""
     if isinstance(guide, torch.Tensor):
         check_tensor("guide", guide)
+        finite = guide[torch.isfinite(guide)]
+        if finite.numel() and (float(finite.min()) < -1e-3 or float(finite.max()) > 1.0 + 1e-3):
+            raise InputValueError(
+                f"guide: expected values in 0-1 for a tensor guide, got range "
+                f"[{float(finite.min()):.4g}, {float(finite.max()):.4g}]; divide 8-bit images "
+                "by 255 (or pass the numpy array as it is)"
+            )
         return guide, False
     if not isinstance(guide, np.ndarray):
         raise InputTypeError(
@@ -45,9 +52,14 @@ def _guide_to_tensor(guide: Any) -> tuple[torch.Tensor, bool]:
     array = guide[..., None] if guide.ndim == 2 else guide
     if array.ndim != 3:
         raise ShapeError(f"guide: expected an (H, W, C) or (H, W) array, got shape {guide.shape}")
+    if array.size == 0:
+        raise ShapeError(f"guide: expected a non-empty image, got shape {guide.shape}")
     if array.dtype == np.uint8:
         array = array.astype(np.float32) / 255.0
     elif array.dtype == np.uint16:
+        from node_dada.data.io import warn_if_8bit_in_16bit
+
+        warn_if_8bit_in_16bit(array, what="guide")
         array = array.astype(np.float32) / 65535.0
     elif np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float32)
@@ -76,6 +88,8 @@ def _source_to_tensor(source: Any) -> torch.Tensor:
         )
     if source.ndim != 2:
         raise ShapeError(f"source: expected an (h, w) array, got shape {source.shape}")
+    if source.size == 0:
+        raise ShapeError(f"source: expected a non-empty (h, w) array, got shape {source.shape}")
     if not (np.issubdtype(source.dtype, np.floating) or np.issubdtype(source.dtype, np.integer)):
         raise InputTypeError(f"source: expected a numeric array, got dtype {source.dtype}")
     return torch.from_numpy(source.astype(np.float64))[None, None]
@@ -175,6 +189,12 @@ def upsample(
     scaled = torch.where(mask, source_t, torch.zeros_like(source_t)).to(
         device=guide_t.device, dtype=work_dtype
     ) / depth_scale
+    if not torch.isfinite(scaled[mask]).all():
+        largest = float(source_t[mask].abs().max())
+        raise InputValueError(
+            f"source: values up to {largest:.3g} overflow {work_dtype} once divided by "
+            f"depth_scale {depth_scale:g}; pass depth in a smaller unit or a matching depth_scale"
+        )
     with torch.no_grad():
         depth0 = initial_estimate(scaled, mask, scale)
         if model is not None:

@@ -6,27 +6,104 @@
   user's own pair of files (see :mod:`node_dada.predict_files`).
 - ``node-dada benchmark ...``: every method on the same crops (:mod:`node_dada.benchmark`).
 
-A ``NodeDadaError`` ends the command with one line on stderr and exit code 2.
+A ``NodeDadaError`` ends the command with one line on stderr and exit code 2; so do
+a configuration the parser refuses (unknown key, bad value, missing config file) and
+a trainer setting Lightning refuses (parse errors leave through ``SystemExit(2)``,
+argparse's convention). Training runs write checkpoints atomically and seed each
+epoch's data from the seed and the epoch, so ``--ckpt_path last`` resumes a killed
+run exactly where its last checkpoint left it (:mod:`node_dada.models.checkpointing`).
 """
 
 from __future__ import annotations
 
+import argparse
+import re
 import sys
+from pathlib import Path
 
-from node_dada.errors import NodeDadaError
+from node_dada.errors import DataError, NodeDadaError
 
 __all__ = ["main", "run_lightning_cli"]
+
+#: ``--ckpt_path`` values that Lightning resolves itself.
+_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
+#: jsonargparse can explain a refused value over dozens of lines; keep the start.
+_MAX_CONFIG_MESSAGE = 400
+
+
+class ConfigError(Exception):
+    """The command line or config file was refused (one line, exit code 2)."""
+
+
+def _one_line(message: str, limit: int | None = None) -> str:
+    text = re.sub(r"\s+", " ", message).strip()
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _error_message(error: BaseException) -> str:
+    """The message of ``error`` on one line; an error re-raised from a DataLoader worker
+    carries the worker's traceback in its text: keep only the original message."""
+    text = str(error)
+    if "Original Traceback" in text:
+        raised = list(re.finditer(r"^[\w.]+: ", text, re.MULTILINE))
+        if raised:
+            text = text[raised[-1].end():]
+    return _one_line(text)
+
+
+def _newest_checkpoint(ckpt_path: object, dirpath: object) -> object:
+    """``--ckpt_path last`` -> the newest checkpoint file in ``--checkpoint.dirpath``.
+
+    Lightning saves an epoch's checkpoint, then ``last.ckpt``; a run killed between
+    the two has a newer checkpoint than ``last.ckpt`` (or none at all, if it was the
+    first), and Lightning's ``last`` would ignore it.
+    """
+    if str(ckpt_path) != "last" or not dirpath or not Path(str(dirpath)).is_dir():
+        return ckpt_path
+    found = sorted(Path(str(dirpath)).glob("*.ckpt"),
+                   key=lambda p: (p.stat().st_mtime_ns, p.name.startswith("last")))
+    return str(found[-1]) if found else ckpt_path
+
+
+def _check_ckpt_path(ckpt_path: object) -> None:
+    """Refuse a missing or untrusted ``--ckpt_path`` before Lightning unpickles it."""
+    if not ckpt_path or str(ckpt_path) in _CKPT_KEYWORDS or str(ckpt_path).startswith(
+            "registry:"):
+        return
+    from node_dada.models.inference import load_checkpoint_file
+
+    path = Path(str(ckpt_path))
+    if not path.is_file():
+        raise DataError(f"--ckpt_path: expected a checkpoint file at {path}, found nothing; "
+                        "use --ckpt_path last to resume from the newest checkpoint")
+    load_checkpoint_file(path)  # weights-only: a pickle that would run code is refused
 
 
 def run_lightning_cli(argv: list[str]) -> None:
     """LightningCLI over ``DADAModule`` and the DataModules, with a forced ``last`` checkpoint."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI
 
     from node_dada.data.datamodules import GuidedDepthDataModule
+    from node_dada.models.checkpointing import make_resumable
     from node_dada.models.dada_module import DADAModule
 
     class NodeDadaCLI(LightningCLI):
+        def parse_arguments(self, parser, args) -> None:  # noqa: ANN001
+            super().parse_arguments(parser, args)
+            subcommand = self.config.get("subcommand")
+            if subcommand:
+                config = self.config[subcommand]
+                if "ckpt_path" in config:
+                    config["ckpt_path"] = _newest_checkpoint(config.get("ckpt_path"),
+                                                             config.get("checkpoint.dirpath"))
+                _check_ckpt_path(config.get("ckpt_path"))
+
+        def instantiate_trainer(self, **kwargs):  # noqa: ANN003, ANN202
+            # Atomic checkpoint writes and random states that survive a kill.
+            return make_resumable(super().instantiate_trainer(**kwargs))
+
         def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001
             # Always keep `last.ckpt`, so that `--ckpt_path last` resumes any run.
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -35,17 +112,24 @@ def run_lightning_cli(argv: list[str]) -> None:
             # the model's extractor takes (grayscale, RGB, multispectral, ...).
             parser.link_arguments("model.guide_channels", "data.init_args.guide_channels")
 
-    NodeDadaCLI(
-        DADAModule,
-        GuidedDepthDataModule,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        args=argv,
-    )
+    try:
+        NodeDadaCLI(
+            DADAModule,
+            GuidedDepthDataModule,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            # Parse errors raise instead of printing the whole usage: main() reports one line.
+            parser_kwargs={"exit_on_error": False},
+            # From the shell LightningCLI reads sys.argv itself (passing it too only warns).
+            args=None if argv == sys.argv[1:] else argv,
+        )
+    except (argparse.ArgumentError, MisconfigurationException) as error:
+        raise ConfigError(str(error)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a ``node-dada`` command; errors end with one line on stderr and exit code 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else ""
     try:
@@ -62,8 +146,13 @@ def main(argv: list[str] | None = None) -> int:
 
             return predict_files.main(argv[1:])
         run_lightning_cli(argv)
+    except ConfigError as error:
+        where = f"node-dada {command}" if command and not command.startswith("-") else "node-dada"
+        message = _one_line(str(error), _MAX_CONFIG_MESSAGE)
+        sys.stderr.write(f"node-dada: error: {message} (see `{where} --help`)\n")
+        raise SystemExit(2) from None
     except NodeDadaError as error:
-        sys.stderr.write(f"node-dada: error: {error}\n")
+        sys.stderr.write(f"node-dada: error: {_error_message(error)}\n")
         return 2
     return 0
 

@@ -8,7 +8,6 @@ PNG. With no ``--checkpoint`` it runs learning-free DADA.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -96,8 +95,10 @@ def write_preview(path: Path, guide: np.ndarray, source: np.ndarray, depth: np.n
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="node-dada predict",
-                                     description=__doc__.splitlines()[0])
+    """Upsample one pair; a bad argument ends with one line on stderr and exit code 2."""
+    from node_dada.benchmark import OneLineParser, UsageError, report_error
+
+    parser = OneLineParser(prog="node-dada predict", description=__doc__.splitlines()[0])
     parser.add_argument("--guide", required=True, type=Path, help="high-resolution guide image")
     parser.add_argument("--source", required=True, type=Path, help="low-resolution depth")
     parser.add_argument("--scale", required=True, type=int)
@@ -108,11 +109,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="divisor of the depth unit (1122.7 for mm)")
     parser.add_argument("--solver", default="ode", choices=("ode", "discrete"))
     parser.add_argument("--invalid-value", type=float, default=0.0, help="value marking holes")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as error:
+        return report_error("node-dada", error)
+    out = args.out or args.source.with_name(f"{args.source.stem}_x{args.scale}{args.source.suffix}")
+    if not out.parent.is_dir():  # before the work, not after it
+        raise DataError(f"--out: the folder {out.parent} does not exist; create it first")
     guide, source, depth = predict_pair(
         args.guide, args.source, scale=args.scale, checkpoint=args.checkpoint,
         depth_scale=args.depth_scale, solver=args.solver, invalid_value=args.invalid_value)
-    out = args.out or args.source.with_name(f"{args.source.stem}_x{args.scale}{args.source.suffix}")
     write_depth(out, depth, source)
     preview = out.with_name(out.stem + "_preview.png")
     write_preview(preview, guide, source, depth)

@@ -19,7 +19,7 @@ from node_dada import benchmark, tuning
 from node_dada.baselines import BASELINES, TUNED_PARAMS, get_baseline
 from node_dada.data.motorcycle import load_motorcycle
 from node_dada.diffusion import SolveInfo, block_mean, degrade, normalize_guide
-from node_dada.errors import DataError, InputValueError
+from node_dada.errors import DataError
 
 MIDDLEBURY = benchmark.DEFAULT_MIDDLEBURY_ROOT.resolve()
 needs_middlebury = pytest.mark.skipif(

@@ -18,6 +18,7 @@ import contextlib
 import io
 import math
 import re
+import tokenize
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,7 @@ __all__ = [
     "read_number",
     "read_pfm",
     "require_dir",
+    "warn_if_8bit_in_16bit",
     "write_pfm",
 ]
 
@@ -226,7 +228,9 @@ def read_npy(path: str | Path, *, mmap: bool = False, what: str = "NPY file") ->
                 raise DataError(f"{what}: {path} is NPY format version {version}; expected 1.0/2.0")
             shape, _, dtype = readers[version](handle)
             offset = handle.tell()
-    except (ValueError, EOFError, OSError) as error:
+    except (ValueError, EOFError, OSError, SyntaxError, TypeError, tokenize.TokenError) as error:
+        # numpy parses the header dict with Python's tokenizer and ast: a corrupt header
+        # surfaces as any of these (found by benchmarks/fuzz_readers.py).
         if isinstance(error, DataError):
             raise
         raise DataError(
@@ -281,6 +285,24 @@ def read_number(path: str | Path, *, what: str) -> float:
         raise DataError(f"{what}: expected a single number in {path}, got {text!r}") from None
 
 
+def warn_if_8bit_in_16bit(image: np.ndarray, *, what: str = "guide") -> None:
+    """Warn when a uint16 guide holds only 0-255: 8-bit data in a 16-bit container.
+
+    Read as 0-65535 it would come out nearly black, with every edge too weak for
+    the diffusion coefficients to see.
+    """
+    if image.dtype != np.uint16 or image.size == 0:
+        return
+    largest = int(image.max())
+    if largest <= 255:
+        warnings.warn(
+            f"{what}: a 16-bit image whose values stay within 0-{largest} looks like 8-bit data "
+            "stored as 16 bits; it is read as 0-65535, nearly black, so its edges barely steer "
+            "the diffusion. Convert it with image.astype(np.uint8) if it is 8-bit data",
+            stacklevel=3,
+        )
+
+
 def guide_to_float(image: np.ndarray, *, what: str = "guide") -> np.ndarray:
     """Guide image in native dtype -> (H, W, C) float32 in 0-1.
 
@@ -292,6 +314,7 @@ def guide_to_float(image: np.ndarray, *, what: str = "guide") -> np.ndarray:
     if array.dtype == np.uint8:
         return array.astype(np.float32) / np.float32(255.0)
     if array.dtype == np.uint16:
+        warn_if_8bit_in_16bit(array, what=what)
         return array.astype(np.float32) / np.float32(65535.0)
     if np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float32)

@@ -128,6 +128,14 @@ class NYUv2Scenes:
         self._pid: int | None = None
         try:
             frames, self._size = self._validate()
+        except DataError:
+            raise
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as error:
+            # h5py reports corrupt metadata as RuntimeError/KeyError (found by fuzzing)
+            raise DataError(
+                f"NYUv2: could not read the layout of {self.path} ({error}); the file is "
+                f"truncated or corrupt, download it again from {NYUV2_DOWNLOAD}"
+            ) from None
         finally:
             self._close()
         if split == "all":
@@ -220,7 +228,7 @@ class NYUv2Scenes:
         try:
             image = np.asarray(handle["images"][frame])  # (3, W, H)
             depth_m = np.asarray(handle["depths"][frame], dtype=np.float64)  # (W, H)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as error:
             raise DataError(
                 f"NYUv2: could not read frame {frame} of {self.path} ({error}); the file is "
                 f"truncated or corrupt, download it again from {NYUV2_DOWNLOAD}"

@@ -12,6 +12,7 @@ a random no-grad lead-in (``n_pre ~ U{0..lead_in-1}`` iterations, or
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from typing import Any
@@ -36,6 +37,8 @@ from node_dada.models.extractors import build_extractor
 from node_dada.models.visuals import colourise, guide_to_rgb
 
 __all__ = ["DADAModule", "LOSS_WEIGHT"]
+
+_log = logging.getLogger(__name__)
 
 #: The reference scales the L1 loss by 10.
 LOSS_WEIGHT = 10.0
@@ -64,6 +67,10 @@ class DADAModule(L.LightningModule):
         image_every_n_val_steps: log image panels every N validation batches (0: never).
         depth_scale: divisor of the training data's depth unit, recorded so that
             ``node_dada.upsample(..., checkpoint=...)`` scales users' depth the same way.
+        max_nonfinite_steps: training steps whose loss or gradient is not finite that are
+            skipped (no parameter update; logged with the solver, method and lead-in that
+            produced them) before training stops with a ``SolverError``; 0 stops at the
+            first. The last good checkpoint is kept either way.
     """
 
     def __init__(
@@ -91,6 +98,7 @@ class DADAModule(L.LightningModule):
         metric_aggregation: str = "pixel",
         image_every_n_val_steps: int = 10,
         depth_scale: float = 1122.7,
+        max_nonfinite_steps: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -112,7 +120,14 @@ class DADAModule(L.LightningModule):
                                          pretrained=pretrained)
         self.log_kappa = nn.Parameter(torch.tensor(DEFAULT_LOG_KAPPA),
                                       requires_grad=not self.learning_free)
+        if max_nonfinite_steps < 0:
+            raise InputValueError(
+                f"max_nonfinite_steps: expected an integer >= 0, got {max_nonfinite_steps}"
+            )
         self._rng = random.Random(0)
+        self._nonfinite_steps = 0
+        self._drop_gradients = False
+        self._last_aux: dict[str, Any] = {}
         self._last_info: Any = None
         self._sums: dict[str, torch.Tensor] = {}
 
@@ -183,15 +198,22 @@ class DADAModule(L.LightningModule):
             return prediction.sum() * 0.0
         return LOSS_WEIGHT * (prediction[valid] - batch.target[valid]).abs().mean()
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        prediction, aux = self(batch, train=True)
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+        self._last_aux = {}
+        try:
+            prediction, aux = self(batch, train=True)
+        except SolverError as error:  # e.g. an adaptive solver over its max_nfe budget
+            raise SolverError(f"{error} (training, {self._nonfinite_origin()})") from None
+        self._last_aux = {"lead_in": aux.get("lead_in")}
         loss = self.loss(prediction, batch)
         if not torch.isfinite(loss):
-            raise SolverError(
-                f"training loss is not finite at step {self.global_step} "
-                f"(solver {self.hparams.solver}/{self.hparams.method}, lead-in "
-                f"{aux.get('lead_in')}); the last good checkpoint is kept"
-            )
+            self._skip_nonfinite(f"training loss ({float(loss)})")
+            if self.trainer.world_size > 1:
+                # Every process must run backward (DDP all-reduces the gradients): the NaN
+                # reaches all of them and on_before_optimizer_step drops it everywhere.
+                self._drop_gradients = True
+                return loss
+            return None  # Lightning then skips backward and the parameter update
         size = len(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/kappa", self.log_kappa.exp().detach(), batch_size=size)
@@ -206,6 +228,66 @@ class DADAModule(L.LightningModule):
             self.log("train/nfe_backward", float(info.nfe_backward))
             self.log("train/backward_time_s", info.backward_time_s)
             self._last_info = None
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # A finite loss can still give a NaN/inf gradient (e.g. a diverging adjoint):
+        # drop every gradient, so that Adam leaves all parameters as they are.
+        if not self._drop_gradients:
+            bad = next((name for name, p in self.named_parameters()
+                        if p.grad is not None and not torch.isfinite(p.grad).all()), None)
+            if bad is None:
+                return
+            self._skip_nonfinite(f"gradient of {bad}")
+        self._drop_gradients = False
+        for group in optimizer.param_groups:
+            for parameter in group["params"]:
+                parameter.grad = None
+
+    def _nonfinite_origin(self) -> str:
+        """Where a training step ran: step, solver, method, lead-in and horizon."""
+        hp = self.hparams
+        lead = self._last_aux.get("lead_in")
+        if hp.solver == "discrete":
+            lead = "not drawn yet" if lead is None else lead
+            return (f"step {self.global_step}, discrete solver (unrolled), lead-in {lead} of "
+                    f"{hp.lead_in} iterations, then {hp.train_iter} with gradient")
+        lead_text = "not drawn yet" if lead is None else f"t={float(lead):.4g}"
+        return (f"step {self.global_step}, ode solver method {hp.method!r} (step_size "
+                f"{hp.step_size}, rtol {hp.rtol}, atol {hp.atol}), grad_mode {hp.grad_mode!r}, "
+                f"lead-in {lead_text} of T_pre={hp.step * hp.lead_in:.4g}, then horizon "
+                f"T={hp.step * hp.train_iter:.4g} with gradient")
+
+    def _skip_nonfinite(self, what: str) -> None:
+        """Count a non-finite step; raise once more than ``max_nonfinite_steps`` were seen."""
+        self._nonfinite_steps += 1
+        limit = self.hparams.get("max_nonfinite_steps", 0)
+        origin = self._nonfinite_origin()
+        self.log("train/nonfinite_steps", float(self._nonfinite_steps))
+        if self._nonfinite_steps > limit:
+            raise SolverError(
+                f"non-finite {what} at {origin}; {self._nonfinite_steps} non-finite step(s), "
+                f"more than max_nonfinite_steps={limit}: training stops and the last good "
+                "checkpoint is kept"
+            )
+        _log.warning("non-finite %s at %s: step skipped, no parameter update (%d of at most "
+                     "%d)", what, origin, self._nonfinite_steps, limit)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Resuming must draw the same lead-ins as the uninterrupted run (plain ints and
+        # lists keep the checkpoint loadable with weights_only=True).
+        version, internal, gauss = self._rng.getstate()
+        checkpoint["node_dada"] = {
+            "lead_in_rng": {"version": version, "internal": list(internal), "gauss": gauss},
+            "nonfinite_steps": self._nonfinite_steps,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("node_dada")
+        if not state:
+            return
+        rng = state["lead_in_rng"]
+        self._rng.setstate((rng["version"], tuple(rng["internal"]), rng["gauss"]))
+        self._nonfinite_steps = int(state.get("nonfinite_steps", 0))
 
     def configure_optimizers(self) -> dict:
         hp = self.hparams
