@@ -119,6 +119,68 @@ def test_direct_and_checkpointed_gradients_agree_to_round_off(method, step):
     torch.testing.assert_close(checkpointed, direct, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("slots", [0, 1, 2, 3, 12])
+@pytest.mark.parametrize("mode", ["checkpointed", "adjoint"])
+def test_gradients_do_not_depend_on_the_number_of_checkpoint_slots(monkeypatch, slots, mode):
+    """The binomial schedule only decides what is recomputed, never the result."""
+    from node_dada.diffusion import ode
+
+    depth0, cv, ch, source, mask = problem(holes=True)
+    kwargs = {"method": "euler", "step_size": 0.24, "grad_mode": mode}
+    reference = coefficient_gradient(depth0, cv, ch, source, mask, 60.0, **kwargs)  # 32 leaves
+    monkeypatch.setattr(ode, "_CHECKPOINT_SLOTS", slots)
+    gradient = coefficient_gradient(depth0, cv, ch, source, mask, 60.0, **kwargs)
+    torch.testing.assert_close(gradient, reference, rtol=1e-12, atol=1e-15)
+
+
+def replay_schedule(leaves: int, slots: int) -> dict:
+    """Replays the binomial schedule's decisions as ``ode._reverse`` takes them:
+    leaf advances per leaf, the order leaves are reversed in, the most states held."""
+    from node_dada.diffusion.ode import _first_sweep, _split
+
+    stored = _first_sweep(leaves, slots)
+    record = {"stored": stored, "advances": [1] * leaves, "order": [], "peak": 0,
+              "kept": set(stored)}  # the forward sweep advances every leaf once
+
+    def reverse(first, last, free, held):
+        record["peak"] = max(record["peak"], held)
+        while last - first > 1:
+            if free == 0:
+                for leaf in range(first, last - 1):
+                    record["advances"][leaf] += 1
+                record["order"].append(last - 1)
+                last -= 1
+                continue
+            middle = first + _split(last - first, free)
+            assert first < middle < last
+            if middle in record["kept"]:
+                record["kept"].discard(middle)
+            else:
+                for leaf in range(first, middle):
+                    record["advances"][leaf] += 1
+            reverse(middle, last, free - 1, held + 1)
+            last = middle
+        record["order"].append(first)
+
+    reverse(0, leaves, slots, 0)
+    return record
+
+
+@pytest.mark.parametrize("slots", [1, 2, 3, 12])
+def test_binomial_schedule_holds_at_most_its_slots_and_recomputes_little(slots):
+    """Held states never exceed the slots, every leaf is reversed once, last to first,
+    and no leaf is advanced more than ``r`` times where C(slots + r, r) first reaches
+    the number of leaves."""
+    for leaves in [1, 2, 5, 13, 64, 250, 1000]:
+        record = replay_schedule(leaves, slots)
+        assert len(record["stored"]) <= slots
+        assert record["stored"] == sorted(set(record["stored"]))
+        assert record["order"] == list(range(leaves - 1, -1, -1)) and not record["kept"]
+        assert record["peak"] <= slots
+        sweeps = next(r for r in range(leaves + 1) if math.comb(slots + r, r) >= leaves)
+        assert max(record["advances"]) <= max(sweeps, 1)
+
+
 def test_checkpointed_gradient_reaches_depth0_and_matches_direct():
     depth0, cv, ch, source, mask = problem()
     grads = []
