@@ -1,4 +1,5 @@
-"""`make demo`: learning-free DADA against bicubic on the embedded Motorcycle scene.
+"""`make demo`: learning-free DADA against bicubic on the embedded Motorcycle scene,
+and at x8 the shipped trained model (``middlebury-x8``) next to them.
 
     python -m node_dada.demo --out results/demo
 
@@ -93,16 +94,24 @@ def save_figure(maps: dict[str, np.ndarray], scale: int, rows: list[DemoRow], pa
     target = maps["target"]
     finite = target[np.isfinite(target)]
     vmin, vmax = np.percentile(finite, [1, 99])
-    error = np.abs(maps["dada"] - target) / 10.0
     errors = {row.method: row.errors.mae_cm for row in rows}
+    error_style = {"cmap": "magma", "vmin": 0, "vmax": 10}
     panels = [
         ("guide", maps["guide"], {}),
         (f"bicubic (MAE {errors['bicubic']:.2f} cm)", maps["bicubic"], {}),
         (f"DADA, learning-free (MAE {errors['dada (learning-free)']:.2f} cm)", maps["dada"], {}),
-        ("ground truth (white = unknown)", target, {}),
-        ("|DADA - truth| (cm)", error, {"cmap": "magma", "vmin": 0, "vmax": 10}),
     ]
-    fig, axes = plt.subplots(1, 5, figsize=(22, 3.8))
+    trained = f"trained {TRAINED_MODEL}"
+    if "trained" in maps:
+        panels.append((f"DADA, {trained} (MAE {errors[trained]:.2f} cm)", maps["trained"], {}))
+    panels += [
+        ("ground truth (white = unknown)", target, {}),
+        ("|DADA learning-free - truth| (cm)", np.abs(maps["dada"] - target) / 10.0, error_style),
+    ]
+    if "trained" in maps:
+        panels.append((f"|{trained} - truth| (cm)", np.abs(maps["trained"] - target) / 10.0,
+                       error_style))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.8))
     for axis, (title, image, style) in zip(axes, panels, strict=True):
         if image.ndim == 3:
             axis.imshow(image)
@@ -162,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
             scale_rows, maps = run_scale(guide, depth_mm, scale, args.num_iter, bar)
             rows += scale_rows
             if scale == 8 and trained_model_available():
-                rows.append(run_trained(guide, depth_mm, scale))
+                row, maps["trained"] = run_trained(guide, depth_mm, scale)
+                scale_rows.append(row)
+                rows.append(row)
             save_figure(maps, scale, scale_rows, args.out / f"motorcycle_x{scale}.png")
     text = write_tables(rows, args.out, command, args.num_iter)
     sys.stdout.write("\n" + text + f"\nWritten to {args.out}/\n")
@@ -181,8 +192,10 @@ def trained_model_available() -> bool:
     return TRAINED_MODEL in NAMED_CHECKPOINTS
 
 
-def run_trained(guide: np.ndarray, depth_mm: np.ndarray, scale: int) -> DemoRow:
-    """The shipped trained model on the same crop and degradation as the other rows."""
+def run_trained(guide: np.ndarray, depth_mm: np.ndarray, scale: int
+                ) -> tuple[DemoRow, np.ndarray]:
+    """The shipped trained model on the same crop and degradation as the other rows:
+    its row and its depth map (mm)."""
     import node_dada
 
     guide_c = crop_to_multiple(guide, scale)
@@ -192,7 +205,8 @@ def run_trained(guide: np.ndarray, depth_mm: np.ndarray, scale: int) -> DemoRow:
     prediction = node_dada.upsample(guide_c, source[0, 0].numpy(), scale=scale,
                                     mask_lr=mask_lr[0, 0].numpy(), checkpoint=TRAINED_MODEL)
     seconds = time.perf_counter() - start
-    return DemoRow(scale, f"trained {TRAINED_MODEL}", depth_errors(prediction, depth_c), seconds)
+    row = DemoRow(scale, f"trained {TRAINED_MODEL}", depth_errors(prediction, depth_c), seconds)
+    return row, prediction
 
 
 if __name__ == "__main__":

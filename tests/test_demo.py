@@ -35,6 +35,9 @@ def test_demo_x8_reproduces_the_independent_measurement(tmp_path):
     assert float(rows[8, "dada (learning-free)"]["mae_cm"]) == pytest.approx(3.26, abs=0.005)
     assert (tmp_path / "motorcycle_x8.png").stat().st_size > 10_000
     assert "| x8 | bicubic |" in (tmp_path / "motorcycle.md").read_text()
+    # the shipped x8 model runs next to the learning-free result
+    trained = float(rows[8, f"trained {demo.TRAINED_MODEL}"]["mae_cm"])
+    assert 0 < trained < float(rows[8, "bicubic"]["mae_cm"])
 
 
 @pytest.mark.slow

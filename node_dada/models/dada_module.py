@@ -99,6 +99,7 @@ class DADAModule(L.LightningModule):
         image_every_n_val_steps: int = 10,
         depth_scale: float = 1122.7,
         max_nonfinite_steps: int = 0,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -116,8 +117,16 @@ class DADAModule(L.LightningModule):
                 f"metric_aggregation: expected 'pixel' or 'batch', got {metric_aggregation!r}"
             )
         self.learning_free = extractor == "none"
+        if residual and self.learning_free:
+            raise InputValueError("residual: needs a learned extractor, got extractor='none'")
+        features = {"out_channels": guide_channels + 1} if residual else {}
         self.extractor = build_extractor(extractor, in_channels=guide_channels + 1,
-                                         pretrained=pretrained)
+                                         pretrained=pretrained, **features)
+        if residual:
+            # zero head: training starts exactly from the learning-free coefficients
+            nn.init.zeros_(self.extractor.head.weight)
+            if self.extractor.head.bias is not None:
+                nn.init.zeros_(self.extractor.head.bias)
         self.log_kappa = nn.Parameter(torch.tensor(DEFAULT_LOG_KAPPA),
                                       requires_grad=not self.learning_free)
         if max_nonfinite_steps < 0:
@@ -133,12 +142,19 @@ class DADAModule(L.LightningModule):
 
     # ----------------------------------------------------------------- forward
     def coefficients(self, guide: torch.Tensor, depth0: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``cv, ch`` from the guide and the initial estimate (DESIGN.md section 2)."""
+        """``cv, ch`` from the guide and the initial estimate (DESIGN.md section 2).
+
+        ``residual``: the features are ``cat(guide, depth0)`` (those of learning-free
+        DADA) plus the extractor's output, whose head starts at zero, so training
+        starts from the learning-free coefficients and learns corrections (suppress
+        texture edges of the guide, add depth edges it lacks)."""
         if self.learning_free:
             features = torch.cat([guide, depth0], dim=1)
         else:
             centred = depth0 - depth0.mean(dim=(1, 2, 3), keepdim=True)
             features = self.extractor(torch.cat([guide, centred], dim=1))
+            if self.hparams.get("residual", False):
+                features = features + torch.cat([guide, depth0], dim=1)
         return edge_coefficients(features, self.log_kappa.exp())
 
     def forward(self, batch: Batch, *, train: bool = False) -> tuple[torch.Tensor, dict]:

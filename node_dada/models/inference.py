@@ -8,6 +8,7 @@ unpickling would run code or build arbitrary objects is refused with a
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,22 @@ __all__ = [
 ]
 
 _CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+#: ``{"short-name": "file-stem"}``: e.g. the best model of a scale under the scale's name.
+_ALIASES_FILE = _CHECKPOINT_DIR / "aliases.json"
+
+
+def _named_checkpoints() -> dict[str, str]:
+    if not _CHECKPOINT_DIR.is_dir():
+        return {}
+    named = {path.stem: path.name for path in sorted(_CHECKPOINT_DIR.glob("*.pt"))}
+    if _ALIASES_FILE.is_file():
+        aliases = json.loads(_ALIASES_FILE.read_text())
+        named |= {alias: named[stem] for alias, stem in aliases.items() if stem in named}
+    return named
+
+
 #: Trained models shipped with the package, by name (file in node_dada/models/checkpoints/).
-NAMED_CHECKPOINTS: dict[str, str] = {
-    path.stem: path.name for path in sorted(_CHECKPOINT_DIR.glob("*.pt"))
-} if _CHECKPOINT_DIR.is_dir() else {}
+NAMED_CHECKPOINTS: dict[str, str] = _named_checkpoints()
 
 
 def resolve_checkpoint(checkpoint: str | Path) -> Path:
@@ -79,8 +92,22 @@ def load_model(checkpoint: str | Path):
     return model.eval()
 
 
-def export_model(model, path: str | Path, *, half: bool = False) -> None:
-    """Save weights + hyper-parameters only (small, loadable with weights_only)."""
+def export_model(model, path: str | Path, *, half: bool = False,
+                 metadata: dict[str, Any] | None = None) -> None:
+    """Save weights + hyper-parameters only (small, loadable with weights_only).
+
+    ``half`` stores floating-point weights in float16 (half the size; they load back
+    into the float32 model, and metrics must then be measured on the exported file).
+    ``metadata``: plain values (str, numbers, lists, dicts) kept under ``"metadata"``.
+    """
+    from node_dada.models.dada_module import DADAModule
+
+    accepted = inspect.signature(DADAModule.__init__).parameters
+    hparams = {k: v for k, v in dict(model.hparams).items() if k in accepted}
+    hparams.pop("pretrained", None)  # encoder weights are in the state dict
     state = {k: (v.half() if half and v.is_floating_point() else v)
              for k, v in model.state_dict().items()}
-    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": state}, path)
+    content = {"hyper_parameters": hparams, "state_dict": state}
+    if metadata:
+        content["metadata"] = metadata
+    torch.save(content, path)

@@ -1,0 +1,133 @@
+"""The model card of the shipped models: ``results/models.md``.
+
+    python -m node_dada.models.card --out results/models.md
+
+Everything in it is read from the shipped files (``node_dada/models/checkpoints``:
+hyper-parameters and the metadata written by ``node_dada.models.release``) and
+from the evaluation tables in ``results/trained/`` (written by the benchmark
+command each of them names), so rerunning this command after retraining, releasing
+and re-evaluating rewrites the card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from node_dada.models.inference import (
+    _ALIASES_FILE,
+    NAMED_CHECKPOINTS,
+    resolve_checkpoint,
+)
+from node_dada.models.weights import load_checkpoint_safely
+
+__all__ = ["main", "read_table", "render_card"]
+
+_REPOSITORY = Path(__file__).resolve().parents[2]
+
+#: Prefix of the benchmark label (method column of results/trained/) of a shipped model.
+LABEL_PREFIX = ""
+
+
+def read_table(path: Path) -> tuple[str, list[dict[str, str]]]:
+    """A benchmark CSV: its ``# command:`` line and its rows."""
+    lines = path.read_text().splitlines()
+    command = lines[0].removeprefix("# command: ") if lines[0].startswith("#") else ""
+    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
+    return command, rows
+
+
+def _fmt(value: object, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def render_card(out: Path, results: Path) -> str:
+    """The card's Markdown (``out``: where it will be written, named in its header)."""
+    aliases = json.loads(_ALIASES_FILE.read_text()) if _ALIASES_FILE.is_file() else {}
+    files = sorted({name for name, file in NAMED_CHECKPOINTS.items()
+                    if file.removesuffix(".pt") == name})
+    tables = {path.stem: read_table(path)
+              for path in sorted((_REPOSITORY / results).glob("*.csv"))}
+    lines = [
+        "# Shipped models",
+        "",
+        f"Written by `python -m node_dada.models.card --out {out}` from the shipped files in "
+        "`node_dada/models/checkpoints/` and the tables in "
+        f"`{results}/` (each produced by the command it names).",
+        "Load by name: `node_dada.upsample(guide, source, scale=8, checkpoint=NAME)` or "
+        "`node-dada predict --checkpoint NAME ...`.",
+        "",
+    ]
+    for name in files:
+        path = resolve_checkpoint(name)
+        content = load_checkpoint_safely(path)
+        hp, meta = content["hyper_parameters"], content.get("metadata", {})
+        other_names = [alias for alias, stem in aliases.items() if stem == name]
+        solver = ("discrete iteration, unrolled backpropagation" if hp["solver"] == "discrete"
+                  else f"ODE ({hp['method']}, h = {hp['step_size']}, {hp['projection']}), "
+                       f"gradient mode `{hp['grad_mode']}`")
+        wall = meta.get("training_wall_time_s")
+        lines += [
+            f"## `{name}`" + (f" (also `{'`, `'.join(other_names)}`)" if other_names else ""),
+            "",
+            f"- File: `{path.relative_to(_REPOSITORY).as_posix()}`"
+            f" ({path.stat().st_size / 1e6:.1f} MB, float16 weights, loaded weights-only).",
+            f"- Network: `{hp['extractor']}` extractor, {hp['guide_channels']}-channel guide; "
+            f"solver: {solver}.",
+            f"- Iterations: random no-grad lead-in of up to {hp['lead_in']} steps, then "
+            f"{hp['train_iter']} with gradient (step {hp['step']}); inference runs all "
+            f"{hp['lead_in'] + hp['train_iter']}.",
+            f"- Data: `{meta.get('config')}` (Middlebury 2005/2006 third size, train split, "
+            "scenes with metric depth; selected on the validation scene by `val/mae_cm`).",
+            f"- Checkpoint chosen: {meta.get('source')} (epoch {meta.get('epoch')}, step "
+            f"{meta.get('global_step')}), validation MAE {_fmt(meta.get('val_mae_cm'))} cm.",
+            f"- Training wall time: {'n/a' if wall is None else f'{wall / 60:.1f} min'} "
+            f"on {meta.get('hardware')}; torch {meta.get('torch')}.",
+            f"- Retrain: `node-dada fit --config {meta.get('config')}`, then "
+            f"`python -m node_dada.models.release --checkpoint <run>/checkpoints/best-*.ckpt "
+            f"--name {name} --config {meta.get('config')}"
+            + (f" --alias {other_names[0]}" if other_names else "") + "`.",
+            "",
+        ]
+        label = LABEL_PREFIX + name
+        evaluated = [(stem, row) for stem, (_, rows) in tables.items() for row in rows
+                     if row["method"] == label]
+        if evaluated:
+            lines += ["| evaluation | scale | MAE (cm) | RMSE (cm) | valid px | learning-free "
+                      "MAE (cm) | bicubic MAE (cm) |", "|---|---:|---:|---:|---:|---:|---:|"]
+            for stem, row in evaluated:
+                peers = {r["method"]: r for r in tables[stem][1] if r["scale"] == row["scale"]}
+                lines.append(
+                    f"| {stem} ({row['split']}) | x{row['scale']} | {float(row['mae_cm']):.4f} | "
+                    f"{float(row['rmse_cm']):.4f} | {row['valid_pixels']} | "
+                    f"{_fmt(float(peers['dada']['mae_cm'])) if 'dada' in peers else 'n/a'} | "
+                    f"{_fmt(float(peers['bicubic']['mae_cm'])) if 'bicubic' in peers else 'n/a'}"
+                    " |")
+            lines.append("")
+    commands = sorted({command for command, _ in tables.values() if command})
+    if commands:
+        lines += ["Evaluation tables regenerated by:", ""]
+        lines += [f"    {command}" for command in commands]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("results/models.md"))
+    parser.add_argument("--results", type=Path, default=Path("results/trained"))
+    args = parser.parse_args(argv)
+    args.out.write_text(render_card(args.out, args.results))
+    sys.stdout.write(f"written {args.out}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""Ship a trained model inside the package, loadable by name.
+
+    python -m node_dada.models.release --checkpoint runs/.../best-*.ckpt \\
+        --name middlebury-x8-discrete --config configs/trained/middlebury_x8_discrete.yaml \\
+        [--alias middlebury-x8] [--hardware "..."]
+
+Writes ``node_dada/models/checkpoints/<name>.pt``: the weights in float16 and the
+model's hyper-parameters (loaded weights-only, no pickled code), plus metadata
+(source checkpoint, epoch, step, validation MAE, config, hardware, training wall
+time read from the run's TensorBoard events). ``--alias`` also makes the model
+available under a second name (``checkpoints/aliases.json``), e.g. the best model
+of a scale as ``middlebury-x<scale>``. Metrics of a shipped model are measured on
+this file (``node_dada.benchmark --checkpoint NAME=<name>``), not on the original.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from node_dada.errors import DataError
+from node_dada.models.inference import (
+    _ALIASES_FILE,
+    _CHECKPOINT_DIR,
+    export_model,
+    load_checkpoint_file,
+    load_model,
+)
+
+__all__ = ["main", "release", "training_wall_time"]
+
+
+def training_wall_time(run_dir: Path) -> float | None:
+    """Seconds from the first to the last TensorBoard event of a run (None if none)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    times = []
+    for events in sorted(run_dir.rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags().get("scalars", []):
+            times += [event.wall_time for event in accumulator.Scalars(tag)]
+    return max(times) - min(times) if times else None
+
+
+def release(checkpoint: Path, name: str, *, config: str | None = None,
+            alias: str | None = None, hardware: str | None = None) -> Path:
+    """Export ``checkpoint`` as the shipped model ``name``; returns the written file."""
+    import torch
+
+    if not checkpoint.is_file():
+        raise DataError(f"--checkpoint: no file at {checkpoint}")
+    model = load_model(checkpoint)
+    content = load_checkpoint_file(checkpoint)
+    callbacks = content.get("callbacks", {})
+    best = next((value.get("best_model_score") for key, value in callbacks.items()
+                 if key.startswith("ModelCheckpoint")), None)
+    run_dir = checkpoint.parent.parent
+    metadata = {
+        "source": checkpoint.name,
+        "epoch": int(content.get("epoch", -1)),
+        "global_step": int(content.get("global_step", -1)),
+        "val_mae_cm": None if best is None else float(best),
+        "config": config,
+        "hardware": hardware,
+        "training_wall_time_s": training_wall_time(run_dir),
+        "torch": str(torch.__version__),
+    }
+    _CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)
+    target = _CHECKPOINT_DIR / f"{name}.pt"
+    export_model(model, target, half=True, metadata=metadata)
+    if alias:
+        aliases = json.loads(_ALIASES_FILE.read_text()) if _ALIASES_FILE.is_file() else {}
+        aliases[alias] = name
+        _ALIASES_FILE.write_text(json.dumps(dict(sorted(aliases.items())), indent=2) + "\n")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="a Lightning checkpoint written by node-dada fit")
+    parser.add_argument("--name", required=True, help="the shipped model's name")
+    parser.add_argument("--config", default=None, help="the config that trained it")
+    parser.add_argument("--alias", default=None, help="a second name for the same model")
+    parser.add_argument("--hardware", default=None, help="what trained it, in words")
+    args = parser.parse_args(argv)
+    try:
+        target = release(args.checkpoint, args.name, config=args.config, alias=args.alias,
+                         hardware=args.hardware)
+    except DataError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 2
+    sys.stdout.write(f"{target} ({target.stat().st_size / 1e6:.1f} MB)\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

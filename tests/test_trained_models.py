@@ -1,0 +1,79 @@
+"""Shipped trained models: loaded by name (weights-only), small, and reproducing the
+metrics committed in results/trained/ when their benchmark command is rerun."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from node_dada import benchmark
+from node_dada.cli import main as cli_main
+from node_dada.models import NAMED_CHECKPOINTS, load_model
+from node_dada.models.card import LABEL_PREFIX, read_table
+from node_dada.models.weights import load_checkpoint_safely
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results" / "trained"
+#: Names that are files (not aliases).
+SHIPPED = sorted(name for name, file in NAMED_CHECKPOINTS.items() if file == f"{name}.pt")
+
+
+def test_x8_models_of_both_trainings_are_shipped_and_the_best_has_the_scale_name():
+    assert {"middlebury-x8-discrete", "middlebury-x8-ode"} <= set(SHIPPED)
+    assert NAMED_CHECKPOINTS["middlebury-x8"] in {"middlebury-x8-discrete.pt",
+                                                  "middlebury-x8-ode.pt"}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_is_small_loads_by_name_and_says_how_it_was_made(name):
+    path = ROOT / "node_dada" / "models" / "checkpoints" / NAMED_CHECKPOINTS[name]
+    assert path.stat().st_size < 5e6
+    model = load_model(name)
+    assert not model.training and model.hparams.extractor == "light"
+    metadata = load_checkpoint_safely(path)["metadata"]
+    assert (ROOT / metadata["config"]).is_file()
+    assert metadata["global_step"] > 0 and metadata["val_mae_cm"] > 0
+
+
+def test_predict_command_loads_the_shipped_model_by_name(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    guide = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    source = (1000 + 200 * rng.random((8, 8))).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "guide.png"), guide)
+    cv2.imwrite(str(tmp_path / "depth.png"), source)
+    code = cli_main(["predict", "--guide", str(tmp_path / "guide.png"), "--source",
+                     str(tmp_path / "depth.png"), "--scale", "8", "--checkpoint", "middlebury-x8",
+                     "--out", str(tmp_path / "out.npy")])
+    assert code == 0
+    depth = np.load(tmp_path / "out.npy")
+    assert depth.shape == (64, 64) and np.isfinite(depth).all()
+    # exactly consistent with the source: block means restored
+    blocks = depth.reshape(8, 8, 8, 8).mean(axis=(1, 3))
+    np.testing.assert_allclose(blocks, source, rtol=1e-4)
+
+
+@pytest.mark.parametrize("table", [
+    "middlebury", pytest.param("motorcycle", marks=pytest.mark.slow)])
+def test_shipped_models_reproduce_the_committed_metrics(table, tmp_path):
+    command, committed = read_table(RESULTS / f"{table}.csv")
+    argv = shlex.split(command)
+    argv = argv[argv.index("node_dada.benchmark") + 1:]
+    argv[argv.index("--out") + 1] = str(tmp_path)
+    assert benchmark.main([*argv, "--no-progress"]) == 0
+    _, fresh = read_table(tmp_path / f"{table}.csv")
+    fresh_mae = {(row["method"], row["scale"]): float(row["mae_cm"]) for row in fresh}
+    learned = [row for row in committed if row["method"].removeprefix(LABEL_PREFIX) in SHIPPED]
+    assert learned
+    for row in learned:
+        assert abs(fresh_mae[row["method"], row["scale"]] - float(row["mae_cm"])) <= 1e-4, row
+
+
+def test_committed_model_card_is_what_the_card_command_writes():
+    from node_dada.models.card import render_card
+
+    committed = (ROOT / "results" / "models.md").read_text()
+    assert render_card(Path("results/models.md"), Path("results/trained")) == committed
