@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _report import publish  # benchmarks/ is on sys.path when run as a script
+
 
 def steps_per_second(log_dir: Path, skip: int) -> tuple[float, int]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -74,10 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             lines.append(f"| `{row['config']}` | {row['steps_per_s']:.2f} | "
                          f"{1 / row['steps_per_s']:.2f} | {row['counted_steps']} |")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "README.md").write_text("\n".join(lines) + "\n")
-    sys.stdout.write("\n".join(lines) + "\n")
-    return 0
+    return publish(args.out, lines)
 
 
 if __name__ == "__main__":

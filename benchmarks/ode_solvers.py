@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _report import publish  # benchmarks/ is on sys.path when run as a script
 
 from node_dada.data.motorcycle import MIDDLEBURY_DEPTH_SCALE_MM, load_motorcycle
 from node_dada.diffusion import (
@@ -87,10 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         mae = depth_errors(out[0, 0] * MIDDLEBURY_DEPTH_SCALE_MM, target_mm).mae_cm
         lines.append(f"| {method} | {setting} | {nfe} | {8000 / nfe:.1f}x fewer | {seconds:.1f} | "
                      f"{rel_euler:.1e} | {rel_disc:.1e} | {mae:.3f} |")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "README.md").write_text("\n".join(lines) + "\n")
-    sys.stdout.write("\n".join(lines) + "\n")
-    return 0
+    return publish(args.out, lines)
 
 
 if __name__ == "__main__":

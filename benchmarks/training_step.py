@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from _report import publish  # benchmarks/ is on sys.path when run as a script
+
 MODES = {
     "discrete / unrolled": {"solver": "discrete", "grad_mode": "unrolled"},
     "ode euler / direct": {"solver": "ode", "grad_mode": "direct", "method": "euler"},
@@ -115,10 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         mem_ratio = f"{r['peak_mib'] / base['peak_mib']:.2f}" if base else ""
         lines.append(f"| {r['mode']} | {r['step_s']:.2f} | {1 / r['step_s']:.2f} | {time_ratio} | "
                      f"{r['peak_mib']:.0f} | {mem_ratio} |")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "README.md").write_text("\n".join(lines) + "\n")
-    sys.stdout.write("\n".join(lines) + "\n")
-    return 0
+    return publish(args.out, lines)
 
 
 if __name__ == "__main__":

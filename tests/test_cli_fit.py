@@ -16,25 +16,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from node_dada.cli import main
 from node_dada.data.motorcycle import load_motorcycle
 
-CROP = 64
-CORNERS = {"train": [(256, 608), (160, 544)], "val": [(160, 384)], "test": [(288, 96)]}
-
-
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory) -> Path:
-    """Real Motorcycle crops as a user's folder of guide/depth pairs (16-bit mm PNG)."""
-    root = tmp_path_factory.mktemp("pairs")
-    guide, depth = load_motorcycle()
-    for split, corners in CORNERS.items():
-        (root / split / "guide").mkdir(parents=True)
-        (root / split / "depth").mkdir(parents=True)
-        for index, (top, left) in enumerate(corners):
-            g = guide[top:top + CROP, left:left + CROP]
-            d = np.nan_to_num(depth[top:top + CROP, left:left + CROP]).round().astype(np.uint16)
-            cv2.imwrite(str(root / split / "guide" / f"{index}.png"), g[..., ::-1])
-            cv2.imwrite(str(root / split / "depth" / f"{index}.png"), d)
-    return root
-
 
 def fit_args(pairs: Path, out: Path, *extra: str, solver="discrete", grad_mode="unrolled",
              method="euler", steps=12) -> list[str]:
@@ -44,7 +25,7 @@ def fit_args(pairs: Path, out: Path, *extra: str, solver="discrete", grad_mode="
         "--model.lr", "2e-3", "--model.image_every_n_val_steps", "1",
         "--data.class_path", "node_dada.data.FolderDataModule",
         "--data.init_args.root", str(pairs), "--data.init_args.scale", "8",
-        "--data.init_args.crop_size", str(CROP), "--data.init_args.batch_size", "2",
+        "--data.init_args.crop_size", "64", "--data.init_args.batch_size", "2",
         "--data.init_args.horizontal_flip", "false", "--data.init_args.max_rotation", "0",
         "--trainer.max_steps", str(steps), "--trainer.accelerator", "cpu",
         "--trainer.devices", "1", "--trainer.enable_progress_bar", "false",

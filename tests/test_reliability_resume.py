@@ -23,42 +23,21 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import lightning as L
-import numpy as np
 import pytest
 import torch
 
 from node_dada.cli import main
 from node_dada.data import FolderDataModule
-from node_dada.data.motorcycle import load_motorcycle
 from node_dada.models.checkpointing import AtomicCheckpointIO, atomic_save
 from node_dada.models.inference import load_checkpoint_file, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
-CROP = 64
-CORNERS = {"train": [(256, 608), (160, 544)], "val": [(160, 384)], "test": [(288, 96)]}
 #: Seed of the kill delays (recorded in the report).
 KILL_SEED = 10
 #: Longest wait for a run to write a checkpoint (a loaded 2-core machine is slow).
 WAIT_S = 240.0
 _STEP = re.compile(r"step=(\d+)")
-
-
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Real Motorcycle crops as a user's folder of guide/depth pairs (16-bit mm PNG)."""
-    root = tmp_path_factory.mktemp("pairs")
-    guide, depth = load_motorcycle()
-    for split, corners in CORNERS.items():
-        (root / split / "guide").mkdir(parents=True)
-        (root / split / "depth").mkdir(parents=True)
-        for index, (top, left) in enumerate(corners):
-            g = guide[top:top + CROP, left:left + CROP]
-            d = np.nan_to_num(depth[top:top + CROP, left:left + CROP]).round().astype(np.uint16)
-            cv2.imwrite(str(root / split / "guide" / f"{index}.png"), g[..., ::-1])
-            cv2.imwrite(str(root / split / "depth" / f"{index}.png"), d)
-    return root
 
 
 def data_args(pairs: Path) -> list[str]:
