@@ -16,7 +16,6 @@ import time
 
 import pytest
 import torch
-from test_reliability_resume import pairs  # noqa: F401  (the shared data fixture)
 
 from node_dada.cli import main
 from node_dada.models.dada_module import DADAModule
