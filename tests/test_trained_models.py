@@ -14,12 +14,12 @@ from node_dada import benchmark
 from node_dada.cli import main as cli_main
 from node_dada.models import NAMED_CHECKPOINTS, load_model
 from node_dada.models.card import LABEL_PREFIX, read_table
+from node_dada.models.inference import SHIPPED_MODELS
 from node_dada.models.weights import load_checkpoint_safely
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "trained"
-#: Names that are files (not aliases).
-SHIPPED = sorted(name for name, file in NAMED_CHECKPOINTS.items() if file == f"{name}.pt")
+SHIPPED = list(SHIPPED_MODELS)
 
 
 def test_x8_models_of_both_trainings_are_shipped_and_the_best_has_the_scale_name():
@@ -30,7 +30,7 @@ def test_x8_models_of_both_trainings_are_shipped_and_the_best_has_the_scale_name
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_is_small_loads_by_name_and_says_how_it_was_made(name):
-    path = ROOT / "node_dada" / "models" / "checkpoints" / NAMED_CHECKPOINTS[name]
+    path = ROOT / "node_dada" / "weights" / NAMED_CHECKPOINTS[name]
     assert path.stat().st_size < 5e6
     model = load_model(name)
     assert not model.training and model.hparams.extractor == "light"

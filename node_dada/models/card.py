@@ -2,7 +2,7 @@
 
     python -m node_dada.models.card --out results/models.md
 
-Everything in it is read from the shipped files (``node_dada/models/checkpoints``:
+Everything in it is read from the shipped files (``node_dada/weights``:
 hyper-parameters and the metadata written by ``node_dada.models.release``) and
 from the evaluation tables in ``results/trained/`` (written by the benchmark
 command each of them names), so rerunning this command after retraining, releasing
@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 
 from node_dada.models.inference import (
-    _ALIASES_FILE,
-    NAMED_CHECKPOINTS,
+    SHIPPED_MODELS,
+    read_aliases,
     resolve_checkpoint,
 )
 from node_dada.models.weights import load_checkpoint_safely
@@ -50,22 +49,20 @@ def _fmt(value: object, digits: int = 4) -> str:
 
 def render_card(out: Path, results: Path) -> str:
     """The card's Markdown (``out``: where it will be written, named in its header)."""
-    aliases = json.loads(_ALIASES_FILE.read_text()) if _ALIASES_FILE.is_file() else {}
-    files = sorted({name for name, file in NAMED_CHECKPOINTS.items()
-                    if file.removesuffix(".pt") == name})
+    aliases = read_aliases()
     tables = {path.stem: read_table(path)
               for path in sorted((_REPOSITORY / results).glob("*.csv"))}
     lines = [
         "# Shipped models",
         "",
         f"Written by `python -m node_dada.models.card --out {out}` from the shipped files in "
-        "`node_dada/models/checkpoints/` and the tables in "
+        "`node_dada/weights/` and the tables in "
         f"`{results}/` (each produced by the command it names).",
         "Load by name: `node_dada.upsample(guide, source, scale=8, checkpoint=NAME)` or "
         "`node-dada predict --checkpoint NAME ...`.",
         "",
     ]
-    for name in files:
+    for name in SHIPPED_MODELS:
         path = resolve_checkpoint(name)
         content = load_checkpoint_safely(path)
         hp, meta = content["hyper_parameters"], content.get("metadata", {})

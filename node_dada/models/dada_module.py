@@ -153,7 +153,7 @@ class DADAModule(L.LightningModule):
         else:
             centred = depth0 - depth0.mean(dim=(1, 2, 3), keepdim=True)
             features = self.extractor(torch.cat([guide, centred], dim=1))
-            if self.hparams.get("residual", False):
+            if self.hparams.residual:
                 features = features + torch.cat([guide, depth0], dim=1)
         return edge_coefficients(features, self.log_kappa.exp())
 

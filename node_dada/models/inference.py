@@ -19,29 +19,39 @@ from node_dada.models.weights import load_checkpoint_safely
 
 __all__ = [
     "NAMED_CHECKPOINTS",
+    "SHIPPED_MODELS",
     "export_model",
     "load_checkpoint_file",
     "load_model",
+    "model_from_content",
+    "read_aliases",
     "resolve_checkpoint",
 ]
 
-_CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+#: The trained models shipped inside the package (weights only): ``<name>.pt``.
+_CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "weights"
 #: ``{"short-name": "file-stem"}``: e.g. the best model of a scale under the scale's name.
 _ALIASES_FILE = _CHECKPOINT_DIR / "aliases.json"
+
+
+def read_aliases() -> dict[str, str]:
+    """The shipped aliases, ``{"alias": "file-stem"}`` (empty when there are none)."""
+    return json.loads(_ALIASES_FILE.read_text()) if _ALIASES_FILE.is_file() else {}
 
 
 def _named_checkpoints() -> dict[str, str]:
     if not _CHECKPOINT_DIR.is_dir():
         return {}
     named = {path.stem: path.name for path in sorted(_CHECKPOINT_DIR.glob("*.pt"))}
-    if _ALIASES_FILE.is_file():
-        aliases = json.loads(_ALIASES_FILE.read_text())
-        named |= {alias: named[stem] for alias, stem in aliases.items() if stem in named}
+    named |= {alias: named[stem] for alias, stem in read_aliases().items() if stem in named}
     return named
 
 
-#: Trained models shipped with the package, by name (file in node_dada/models/checkpoints/).
+#: Trained models shipped with the package, by name (file in node_dada/weights/).
 NAMED_CHECKPOINTS: dict[str, str] = _named_checkpoints()
+#: The shipped files' own names (``NAMED_CHECKPOINTS`` without the aliases).
+SHIPPED_MODELS: tuple[str, ...] = tuple(
+    sorted(name for name, file in NAMED_CHECKPOINTS.items() if file == f"{name}.pt"))
 
 
 def resolve_checkpoint(checkpoint: str | Path) -> Path:
@@ -58,6 +68,18 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
     )
 
 
+def _model_hparams(raw: Any) -> dict[str, Any]:
+    """The ``DADAModule`` arguments among saved hyper-parameters: LightningCLI adds
+    bookkeeping entries (e.g. ``"_instantiator"``), and ``pretrained`` is dropped
+    because the encoder weights come with the state dict."""
+    from node_dada.models.dada_module import DADAModule
+
+    accepted = inspect.signature(DADAModule.__init__).parameters
+    hparams = {k: v for k, v in dict(raw).items() if k in accepted}
+    hparams.pop("pretrained", None)
+    return hparams
+
+
 def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` with clear errors (see ``models.weights``)."""
     return load_checkpoint_safely(path)
@@ -66,19 +88,21 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
 def load_model(checkpoint: str | Path):
     """Build a :class:`~node_dada.models.DADAModule` from a Lightning checkpoint or a
     shipped ``{"hyper_parameters", "state_dict"}`` file, in eval mode."""
+    path = resolve_checkpoint(checkpoint)
+    return model_from_content(load_checkpoint_file(path), path)
+
+
+def model_from_content(content: dict[str, Any], path: str | Path):
+    """:func:`load_model` on a file already read with :func:`load_checkpoint_file`
+    (``path`` only names it in errors)."""
     from node_dada.models.dada_module import DADAModule
 
-    path = resolve_checkpoint(checkpoint)
-    content = load_checkpoint_file(path)
     if "state_dict" not in content or "hyper_parameters" not in content:
         raise DataError(
             f"checkpoint: {path} lacks 'state_dict' and 'hyper_parameters'; expected a "
             "node-dada Lightning checkpoint or a file written by node_dada.models.export_model"
         )
-    accepted = inspect.signature(DADAModule.__init__).parameters
-    # LightningCLI adds bookkeeping entries (e.g. "_instantiator"); keep the model's own.
-    hparams = {k: v for k, v in dict(content["hyper_parameters"]).items() if k in accepted}
-    hparams.pop("pretrained", None)  # encoder weights come from the state dict
+    hparams = _model_hparams(content["hyper_parameters"])
     try:
         model = DADAModule(**hparams)
     except TypeError as error:
@@ -100,11 +124,7 @@ def export_model(model, path: str | Path, *, half: bool = False,
     into the float32 model, and metrics must then be measured on the exported file).
     ``metadata``: plain values (str, numbers, lists, dicts) kept under ``"metadata"``.
     """
-    from node_dada.models.dada_module import DADAModule
-
-    accepted = inspect.signature(DADAModule.__init__).parameters
-    hparams = {k: v for k, v in dict(model.hparams).items() if k in accepted}
-    hparams.pop("pretrained", None)  # encoder weights are in the state dict
+    hparams = _model_hparams(model.hparams)
     state = {k: (v.half() if half and v.is_floating_point() else v)
              for k, v in model.state_dict().items()}
     content = {"hyper_parameters": hparams, "state_dict": state}

@@ -4,11 +4,11 @@
         --name middlebury-x8-discrete --config configs/trained/middlebury_x8_discrete.yaml \\
         [--alias middlebury-x8] [--hardware "..."]
 
-Writes ``node_dada/models/checkpoints/<name>.pt``: the weights in float16 and the
+Writes ``node_dada/weights/<name>.pt``: the weights in float16 and the
 model's hyper-parameters (loaded weights-only, no pickled code), plus metadata
 (source checkpoint, epoch, step, validation MAE, config, hardware, training wall
 time read from the run's TensorBoard events). ``--alias`` also makes the model
-available under a second name (``checkpoints/aliases.json``), e.g. the best model
+available under a second name (``node_dada/weights/aliases.json``), e.g. the best model
 of a scale as ``middlebury-x<scale>``. Metrics of a shipped model are measured on
 this file (``node_dada.benchmark --checkpoint NAME=<name>``), not on the original.
 """
@@ -26,7 +26,8 @@ from node_dada.models.inference import (
     _CHECKPOINT_DIR,
     export_model,
     load_checkpoint_file,
-    load_model,
+    model_from_content,
+    read_aliases,
 )
 
 __all__ = ["main", "release", "training_wall_time"]
@@ -52,8 +53,8 @@ def release(checkpoint: Path, name: str, *, config: str | None = None,
 
     if not checkpoint.is_file():
         raise DataError(f"--checkpoint: no file at {checkpoint}")
-    model = load_model(checkpoint)
     content = load_checkpoint_file(checkpoint)
+    model = model_from_content(content, checkpoint)
     callbacks = content.get("callbacks", {})
     best = next((value.get("best_model_score") for key, value in callbacks.items()
                  if key.startswith("ModelCheckpoint")), None)
@@ -72,7 +73,7 @@ def release(checkpoint: Path, name: str, *, config: str | None = None,
     target = _CHECKPOINT_DIR / f"{name}.pt"
     export_model(model, target, half=True, metadata=metadata)
     if alias:
-        aliases = json.loads(_ALIASES_FILE.read_text()) if _ALIASES_FILE.is_file() else {}
+        aliases = read_aliases()
         aliases[alias] = name
         _ALIASES_FILE.write_text(json.dumps(dict(sorted(aliases.items())), indent=2) + "\n")
     return target
