@@ -12,12 +12,10 @@ from node_dada.diffusion import (
     DEFAULT_KAPPA,
     DEFAULT_STEP,
     INFERENCE_PRE_ITER,
-    discrete_dada,
     initial_estimate,
-    learning_free_coefficients,
+    learning_free_dada,
+    learning_free_ode,
     normalize_guide,
-    shift_positive,
-    solve_ode,
 )
 from node_dada.diffusion._checks import check_finite, check_pair, check_scale, check_tensor
 from node_dada.errors import InputTypeError, InputValueError, ShapeError
@@ -210,16 +208,14 @@ def upsample(
 
 
 def _learning_free(guide_n, source, mask, depth0, *, solver, kappa, num_iter, step, callback):
-    source_s, depth0_s, shift = shift_positive(source, depth0, mask)
-    cv, ch = learning_free_coefficients(guide_n, depth0_s, kappa)
     if solver == "discrete":
-        result = discrete_dada(depth0_s, cv, ch, source_s, mask, num_iter, step, callback=callback)
-    else:
-        result, _ = solve_ode(depth0_s, cv, ch, source_s, mask, step * num_iter,
-                              method=ODE_METHOD, step_size=ODE_STEP)
-        if callback is not None:
-            callback(num_iter)
-    return result - shift if shift else result
+        return learning_free_dada(guide_n, source, mask, depth0, kappa=kappa, num_iter=num_iter,
+                                  step=step, callback=callback)
+    result, _ = learning_free_ode(guide_n, source, mask, depth0, t_end=step * num_iter,
+                                  kappa=kappa, method=ODE_METHOD, step_size=ODE_STEP)
+    if callback is not None:
+        callback(num_iter)
+    return result
 
 
 def _run_model(model, guide_n, source, mask, depth0, depth_scale, scale):

@@ -21,11 +21,9 @@ from node_dada.diffusion import (
     DEFAULT_STEP,
     INFERENCE_PRE_ITER,
     SolveInfo,
-    learning_free_coefficients,
     learning_free_dada,
+    learning_free_ode,
     normalize_guide,
-    shift_positive,
-    solve_ode,
 )
 from node_dada.errors import InputValueError
 
@@ -41,11 +39,15 @@ ODE_METHOD = "rkc"
 ODE_STEP_SIZE = 40.0
 
 
-def _check_depth_scale(depth_scale: object) -> None:
+def _prepared(guide, source, scale, mask_lr, depth0, depth_scale):
+    """Checked inputs and the starting estimate (bicubic unless ``depth0`` is given)."""
+    problem = prepare(guide, source, scale, mask_lr)
     if isinstance(depth_scale, bool) or not (isinstance(depth_scale, Real) and depth_scale > 0):
         raise InputValueError(
             f"depth_scale: expected a positive number (1122.7 for millimetres), got {depth_scale!r}"
         )
+    start = bicubic_estimate(problem) if depth0 is None else check_depth0(depth0, problem)
+    return problem, start
 
 
 def dada(
@@ -83,9 +85,7 @@ def dada(
         (B, 1, H, W) depth in the units, dtype and device of ``source``; its
         ``scale x scale`` block means equal the source on valid blocks.
     """
-    problem = prepare(guide, source, scale, mask_lr)
-    _check_depth_scale(depth_scale)
-    start = bicubic_estimate(problem) if depth0 is None else check_depth0(depth0, problem)
+    problem, start = _prepared(guide, source, scale, mask_lr, depth0, depth_scale)
     with torch.no_grad():
         result = learning_free_dada(
             normalize_guide(problem.guide),
@@ -145,19 +145,13 @@ def dada_ode(
         >>> dada_ode(guide, source, scale=4, t_end=2.4).shape
         torch.Size([1, 1, 16, 16])
     """
-    problem = prepare(guide, source, scale, mask_lr)
-    _check_depth_scale(depth_scale)
-    start = bicubic_estimate(problem) if depth0 is None else check_depth0(depth0, problem)
+    problem, start = _prepared(guide, source, scale, mask_lr, depth0, depth_scale)
     with torch.no_grad():
-        source_s, start_s, shift = shift_positive(
-            problem.source / depth_scale, start / depth_scale, problem.mask
-        )
-        cv, ch = learning_free_coefficients(normalize_guide(problem.guide), start_s, kappa)
-        result, info = solve_ode(
-            start_s, cv, ch, source_s, problem.mask, t_end,
-            method=method, step_size=step_size, rtol=rtol, atol=atol,
-            projection=projection, max_nfe=max_nfe, options=options,
+        result, info = learning_free_ode(
+            normalize_guide(problem.guide), problem.source / depth_scale, problem.mask,
+            start / depth_scale, t_end=t_end, kappa=kappa, method=method, step_size=step_size,
+            rtol=rtol, atol=atol, projection=projection, max_nfe=max_nfe, options=options,
         )
     if on_info is not None:
         on_info(info)
-    return (result - shift if shift else result) * depth_scale
+    return result * depth_scale

@@ -16,6 +16,7 @@ from node_dada.diffusion.learning_free import (
     DEFAULT_KAPPA,
     learning_free_coefficients,
     learning_free_dada,
+    learning_free_ode,
 )
 from node_dada.diffusion.ode import (
     ADAPTIVE_METHODS,
@@ -75,6 +76,7 @@ __all__ = [
     "initial_estimate",
     "learning_free_coefficients",
     "learning_free_dada",
+    "learning_free_ode",
     "normalize_guide",
     "perona_malik",
     "shift_positive",

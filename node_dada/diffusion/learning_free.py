@@ -1,20 +1,27 @@
 """Learning-free DADA on prepared tensors: coefficients from the normalised guide
 and the initial estimate with a fixed ``kappa`` (DESIGN.md section 2), then the
-discrete iteration.
+discrete iteration (``learning_free_dada``) or its ODE (``learning_free_ode``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from node_dada.diffusion._checks import check_mask, check_pair, check_tensor, infer_scale
 from node_dada.diffusion.discrete import DEFAULT_STEP, INFERENCE_PRE_ITER, discrete_dada
+from node_dada.diffusion.ode import SolveInfo, solve_ode
 from node_dada.diffusion.operators import edge_coefficients
 from node_dada.diffusion.sampling import initial_estimate, shift_positive
 
-__all__ = ["DEFAULT_KAPPA", "learning_free_coefficients", "learning_free_dada"]
+__all__ = [
+    "DEFAULT_KAPPA",
+    "learning_free_coefficients",
+    "learning_free_dada",
+    "learning_free_ode",
+]
 
 #: Fixed ``kappa`` of the learning-free variant (the learned one starts there too).
 DEFAULT_KAPPA = 0.03
@@ -53,6 +60,33 @@ def learning_free_dada(
     Returns:
         (B, 1, H, W) depth in the units of ``source``.
     """
+    source_s, depth0_s, shift, mask, cv, ch = _problem(guide, source, mask_lr, depth0, kappa)
+    result = discrete_dada(depth0_s, cv, ch, source_s, mask, num_iter, step, callback=callback)
+    return result - shift if shift else result
+
+
+def learning_free_ode(
+    guide: torch.Tensor,
+    source: torch.Tensor,
+    mask_lr: torch.Tensor,
+    depth0: torch.Tensor | None = None,
+    *,
+    t_end: float,
+    kappa: float = DEFAULT_KAPPA,
+    **solver: Any,
+) -> tuple[torch.Tensor, SolveInfo]:
+    """Learning-free DADA as an ODE: the coefficients of :func:`learning_free_dada`,
+    the projected diffusion integrated to ``t_end`` by ``solve_ode`` (``solver``:
+    its keyword arguments, e.g. ``method``, ``step_size``). Returns the depth in the
+    units of ``source`` and the solve's ``SolveInfo``."""
+    source_s, depth0_s, shift, mask, cv, ch = _problem(guide, source, mask_lr, depth0, kappa)
+    result, info = solve_ode(depth0_s, cv, ch, source_s, mask, t_end, **solver)
+    return (result - shift if shift else result), info
+
+
+def _problem(guide, source, mask_lr, depth0, kappa):
+    """Checked inputs, shifted to positive depth, and their coefficients:
+    ``(source, depth0, shift, mask, cv, ch)``."""
     check_tensor("guide", guide)
     check_tensor("source", source, channels=1)
     scale = infer_scale(tuple(guide.shape[-2:]), tuple(source.shape[-2:]), "source")
@@ -62,5 +96,4 @@ def learning_free_dada(
         depth0 = initial_estimate(source, mask, scale)
     source_s, depth0_s, shift = shift_positive(source, depth0, mask)
     cv, ch = learning_free_coefficients(guide, depth0_s, kappa)
-    result = discrete_dada(depth0_s, cv, ch, source_s, mask, num_iter, step, callback=callback)
-    return result - shift if shift else result
+    return source_s, depth0_s, shift, mask, cv, ch
