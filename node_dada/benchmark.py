@@ -686,34 +686,25 @@ def _checkpoint_arg(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _number_arg(convert: Callable[[str], Any], accept: Callable[[Any], bool],
+                expected: str) -> Callable[[str], Any]:
+    """An argparse ``type``: ``convert`` the text, and refuse what fails it or ``accept``."""
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+positive_int = _number_arg(int, lambda value: value > 0, "a positive integer")
+non_negative_int = _number_arg(int, lambda value: value >= 0, "an integer >= 0")
+_positive_float = _number_arg(float, lambda value: math.isfinite(value) and value > 0,
+                              "a positive number")
 
 
 def _load_average() -> float | None:

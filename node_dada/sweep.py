@@ -247,6 +247,21 @@ def expand_grid(grid: list[dict[str, Any]], fixed: dict[str, Any] | None = None)
     return cells
 
 
+def _check_mapping(path: Path, value: object, name: str) -> None:
+    if not isinstance(value, dict):
+        raise InputValueError(f"sweep spec {path}: {name} expected a mapping, got {value!r}")
+
+
+def _check_keys(path: Path, mapping: dict, allowed: set[str], where: str) -> None:
+    """Refuse the first key of ``mapping`` outside ``allowed`` (``where``: its section)."""
+    unknown = sorted(set(mapping) - allowed)
+    if unknown:
+        raise InputValueError(
+            f"sweep spec {path}: unknown key {unknown[0]!r}{where}; expected "
+            f"{', '.join(sorted(allowed))}"
+        )
+
+
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a sweep spec; problems raise ``InputValueError`` (one line)."""
     path = Path(path)
@@ -259,12 +274,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise InputValueError(f"sweep spec {path}: not valid YAML ({first})") from None
     if not isinstance(raw, dict):
         raise InputValueError(f"sweep spec {path}: expected a mapping at the top, got {raw!r}")
-    unknown = sorted(set(raw) - _TOP_KEYS)
-    if unknown:
-        raise InputValueError(
-            f"sweep spec {path}: unknown key {unknown[0]!r}; expected "
-            f"{', '.join(sorted(_TOP_KEYS))}"
-        )
+    _check_keys(path, raw, _TOP_KEYS, "")
     kind = raw.get("kind")
     if kind not in KINDS:
         raise InputValueError(
@@ -281,23 +291,11 @@ def load_spec(path: str | Path) -> SweepSpec:
                 f"sweep spec {path}: section {section!r} belongs to kind {section!r}, not {kind!r}"
             )
     section = raw.get(kind, {}) if kind in _SECTION_KEYS else {}
-    if not isinstance(section, dict):
-        raise InputValueError(f"sweep spec {path}: {kind} expected a mapping, got {section!r}")
-    bad = sorted(set(section) - _SECTION_KEYS.get(kind, set()))
-    if bad:
-        raise InputValueError(
-            f"sweep spec {path}: unknown key {bad[0]!r} in section {kind!r}; expected "
-            f"{', '.join(sorted(_SECTION_KEYS[kind]))}"
-        )
+    _check_mapping(path, section, kind)
+    _check_keys(path, section, _SECTION_KEYS.get(kind, set()), f" in section {kind!r}")
     data = raw.get("data") or {}
-    if not isinstance(data, dict):
-        raise InputValueError(f"sweep spec {path}: data expected a mapping, got {data!r}")
-    bad = sorted(set(data) - _DATA_KEYS)
-    if bad:
-        raise InputValueError(
-            f"sweep spec {path}: unknown key {bad[0]!r} in data; expected "
-            f"{', '.join(sorted(_DATA_KEYS))}"
-        )
+    _check_mapping(path, data, "data")
+    _check_keys(path, data, _DATA_KEYS, " in data")
     if kind == "fit" and data:
         raise InputValueError(
             f"sweep spec {path}: a fit sweep takes its data from the LightningCLI arguments "
