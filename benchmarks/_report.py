@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts: write a Markdown report and echo it."""
+"""Shared by the benchmark scripts: the process's memory readings, and writing a
+Markdown report."""
 
 from __future__ import annotations
 
@@ -13,3 +14,11 @@ def publish(out: Path, lines: list[str]) -> int:
     (out / "README.md").write_text(text)
     sys.stdout.write(text)
     return 0
+
+
+def rss_kib(field: str) -> int:
+    """``VmRSS``, ``VmHWM``, ... of this process in KiB (Linux ``/proc/self/status``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")

@@ -24,6 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _report import rss_kib  # benchmarks/ is on sys.path when run as a script
+
 HORIZONS = (10.0, 30.0, 120.0, 480.0, 1920.0)
 MODES = ("unrolled", "direct", "checkpointed", "adjoint", "adjoint_naive")
 LINEAR_MODES = ("unrolled", "direct")
@@ -33,13 +35,6 @@ LINEAR_MODES = ("unrolled", "direct")
 # fragmentation). Each tensor of the 256 x 256 state is 256 KiB.
 CHILD_ENV = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
 
-
-
-def _rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def run_one(mode: str, horizon: float, size: int, method: str, step: float) -> dict:
@@ -83,7 +78,7 @@ def run_one(mode: str, horizon: float, size: int, method: str, step: float) -> d
             except SolverError:
                 pass
     cv, ch = cv0.clone().requires_grad_(True), ch0.clone().requires_grad_(True)
-    before = _rss_kib("VmRSS")
+    before = rss_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")
     start = time.perf_counter()
     record = {"mode": mode, "horizon": horizon, "method": method, "step": step, "size": size}
@@ -104,7 +99,7 @@ def run_one(mode: str, horizon: float, size: int, method: str, step: float) -> d
     except SolverError as error:
         record |= {"status": "failed: " + str(error).split(";")[0][:90]}
     record["seconds"] = time.perf_counter() - start
-    record["peak_mib"] = (_rss_kib("VmHWM") - before) / 1024
+    record["peak_mib"] = (rss_kib("VmHWM") - before) / 1024
     return record
 
 

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _report import rss_kib  # benchmarks/ is on sys.path when run as a script
 from torchdiffeq import odeint
 
 from node_dada.data.motorcycle import MIDDLEBURY_DEPTH_SCALE_MM, load_motorcycle
@@ -122,14 +123,6 @@ def make_problems(guide: np.ndarray, depth: np.ndarray) -> dict[str, dict[str, A
 # ------------------------------------------------------------------ measuring
 
 
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field):
-                return int(line.split()[1])
-    return 0
-
-
 def measure(run: Callable[[], Any], repeats: int) -> tuple[float, float, float, Any]:
     """Best wall time and best CPU time (``time.process_time``: this process's
     threads, robust to other work on the machine) of ``repeats`` runs (one if it
@@ -142,14 +135,14 @@ def measure(run: Callable[[], Any], repeats: int) -> tuple[float, float, float, 
         if index == 0 and os.path.exists("/proc/self/clear_refs"):
             with open("/proc/self/clear_refs", "w") as refs:
                 refs.write("5")  # resets VmHWM to the current RSS
-            before = _rss_kib("VmRSS")
+            before = rss_kib("VmRSS")
         start, start_cpu = time.perf_counter(), time.process_time()
         out = run()
         elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
         if index == 0:
             result = out
             if os.path.exists("/proc/self/clear_refs"):
-                peak = (_rss_kib("VmHWM") - before) / 1024
+                peak = (rss_kib("VmHWM") - before) / 1024
         best, best_cpu = min(best, elapsed), min(best_cpu, cpu)
         if elapsed > 5:
             break

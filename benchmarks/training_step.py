@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from _report import publish  # benchmarks/ is on sys.path when run as a script
+from _report import publish, rss_kib  # benchmarks/ is on sys.path when run as a script
 
 MODES = {
     "discrete / unrolled": {"solver": "discrete", "grad_mode": "unrolled"},
@@ -39,13 +39,6 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "middlebury0506
 # Large blocks straight from mmap and back to the system on free: the resident set
 # then follows live tensor memory instead of what the allocator keeps cached.
 MEASURE_ENV = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-
-
-def _rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(field)
 
 
 def run_one(name: str, train_iter: int, repeats: int) -> dict:
@@ -72,11 +65,11 @@ def run_one(name: str, train_iter: int, repeats: int) -> dict:
         return time.perf_counter() - start
 
     step()
-    before = _rss_kib("VmRSS")
+    before = rss_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")
     times = [step() for _ in range(repeats)]
     return {"mode": name, "train_iter": train_iter, "horizon": 0.24 * train_iter,
-            "step_s": statistics.median(times), "peak_mib": (_rss_kib("VmHWM") - before) / 1024}
+            "step_s": statistics.median(times), "peak_mib": (rss_kib("VmHWM") - before) / 1024}
 
 
 def main(argv: list[str] | None = None) -> int:
