@@ -56,6 +56,7 @@ from node_dada.diffusion import (
     solve_ode,
 )
 from node_dada.diffusion.discrete import prepare_problem
+from node_dada.diffusion.learning_free import ODE_STEP_GROWTH, ODE_STEP_SIZE
 from node_dada.diffusion.ode import ProjectedDiffusion
 
 SCALE = 8
@@ -65,15 +66,13 @@ CROP_256 = (100, 200)
 BATCH_OFFSETS = [(0, 0), (0, 240), (0, 485), (122, 120), (122, 360), (244, 0), (244, 240),
                  (244, 485)]
 RKC_STEPS = (10.0, 20.0, 40.0, 60.0, 80.0)
+#: growing RKC steps (first step, growth); the first is the learning-free default
+RKC_GROWING = ((ODE_STEP_SIZE, ODE_STEP_GROWTH), (10.0, 1.7), (5.0, 2.0))
 TARGET = 1e-3
 NOTES = [
     "Notes:",
     "",
-    "- Threads: `--threads 1` is how this table was made. On this shared 2-core machine a "
-    "two-thread parallel region (torch's ops and the fused kernels alike: they share one "
-    "OpenMP runtime) often waits milliseconds for a descheduled thread, so two-thread times "
-    "swing by 10x between runs; with one thread the CPU-time ratios are reproducible to "
-    "about 20 %. The kernels use torch's thread count (`torch.set_num_threads`).",
+    "{threads}",
     "- Batch 8 and 1104 x 1376: the eager loop ran `--eager-iters` iterations and its time is "
     "scaled linearly to 8000; the reference result there is the fused 8000-iteration result, "
     "after checking that fused and eager agree bit for bit over the iterations both ran.",
@@ -82,7 +81,10 @@ NOTES = [
     "`solve_ode`'s defaults (spectral-radius bound 8 max(c) x 1.2, stages per step from it).",
     "- Paths: *fused discrete* = `discrete_dada` (the kernel is picked automatically); *ODE "
     "rkc, fused stages* = `solve_ode(method='rkc')` without gradient, every RKC stage (field, "
-    "projection and the stage's linear combination) in one pass; *fused RHS (torchdiffeq "
+    "projection and the stage's linear combination) in one pass; *growing steps* = the same "
+    "with `step_growth`: each step that factor times the one before (`growing_knots`), long "
+    "steps once diffusion has smoothed the state; the first setting is the learning-free "
+    "default of `upsample` and `dada_ode`; *fused RHS (torchdiffeq "
     "steps)* = the fused field inside torchdiffeq's RKC steps (stage sums as torch ops); "
     "*eager (torchdiffeq)* = the same with the eager field.",
     "- Peak RSS is the growth of the process's high-water mark during the first run of a "
@@ -160,8 +162,10 @@ def discrete(problem: dict[str, Any], iters: int) -> Callable[[], torch.Tensor]:
     return lambda: discrete_dada(**problem, num_iter=iters)
 
 
-def rkc_fused_stages(problem: dict[str, Any], step: float) -> Callable[[], Any]:
-    return lambda: solve_ode(**problem, t_end=HORIZON, method="rkc", step_size=step)
+def rkc_fused_stages(problem: dict[str, Any], step: float,
+                     growth: float = 1.0) -> Callable[[], Any]:
+    return lambda: solve_ode(**problem, t_end=HORIZON, method="rkc", step_size=step,
+                             step_growth=growth)
 
 
 def rkc_torchdiffeq(problem: dict[str, Any], step: float, fused_rhs: bool) -> Callable[[], Any]:
@@ -241,6 +245,13 @@ def run_case(name: str, problem: dict[str, Any], args: argparse.Namespace) -> li
                                                         args.repeats)
             add("ODE rkc, fused stages", f"h = {step:g}, {info.stages} stages", info.nfe_forward,
                 (seconds, cpu), memory, out)
+        for step, growth in RKC_GROWING:
+            seconds, cpu, memory, (out, info) = measure(rkc_fused_stages(problem, step, growth),
+                                                        args.repeats)
+            default = " (default)" if (step, growth) == RKC_GROWING[0] else ""
+            add(f"ODE rkc, fused stages, growing steps{default}",
+                f"h = {step:g} x {growth:g}^k, {info.steps} steps", info.nfe_forward,
+                (seconds, cpu), memory, out)
         if not large:
             seconds, cpu, memory, (out, nfe) = measure(rkc_torchdiffeq(problem, 40.0, True), 1)
             add("ODE rkc, fused RHS (torchdiffeq steps)", "h = 40", nfe, (seconds, cpu), memory,
@@ -303,6 +314,17 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _sharing(context: dict[str, str]) -> str:
+    """What the load average before the run says about other work on the machine."""
+    try:
+        busy = float(context["load_before"].split()[0]) > 0.5
+    except (ValueError, IndexError):
+        return "unknown"
+    return ("the cores were busy in the minute before the run (other work or an earlier "
+            "benchmark), and wall times then vary several-fold from run to run" if busy else
+            "the machine was idle in the minute before the run")
+
+
 def write(out: Path, rows: list[dict], training: list[dict], command: str,
           context: dict[str, str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
@@ -320,8 +342,7 @@ def write(out: Path, rows: list[dict], training: list[dict], command: str,
         f"Produced by `{command}` ({context['when']}).",
         f"Machine: {context['machine']}; torch {torch.__version__}, numba {context['numba']}, "
         f"{torch.get_num_threads()} thread(s) for torch and numba. Load average before/after: "
-        f"{context['load_before']} / {context['load_after']}: the 2 cores were shared with "
-        "other jobs, so wall times vary several-fold from run to run. CPU time "
+        f"{context['load_before']} / {context['load_after']}: {_sharing(context)}. CPU time "
         "(`time.process_time`, this process only) is the steadier measure of the work and the "
         "ratios below use it; wall-time ratios are in the CSV.", "",
         "Learning-free DADA, x8, float32. Ratio = eager-loop CPU time / path CPU time; NFE = "
@@ -374,7 +395,19 @@ def write(out: Path, rows: list[dict], training: list[dict], command: str,
             f"{_fmt(row['forward_s'])} | {_fmt(row['cpu_ratio'])} | "
             f"{row['nfe_forward']}/{row['nfe_backward']} | {_fmt(row['peak_rss_mib'])} | "
             f"{_fmt(row['grad_rel_diff'], 2)} |")
-    lines += ["", *NOTES]
+    threads = (
+        "- Threads: `--threads 1` is how this table was made. On a shared 2-core machine a "
+        "two-thread parallel region (torch's ops and the fused kernels alike: they share one "
+        "OpenMP runtime) often waits milliseconds for a descheduled thread, so two-thread times "
+        "swing by 10x between runs; with one thread the CPU-time ratios are reproducible to "
+        "about 20 %. The kernels use torch's thread count (`torch.set_num_threads`)."
+        if torch.get_num_threads() == 1 else
+        f"- Threads: {torch.get_num_threads()} for the eager ops and the kernels alike "
+        "(`torch.set_num_threads`). Where other work shares the cores, a parallel region "
+        "waits for descheduled threads and these times swing by up to 10x between runs; "
+        "`--threads 1` gives the reproducible table. CPU time counts both threads, so the "
+        "wall-time ratio (CSV) is the one to read here.")
+    lines += ["", *(note.format(threads=threads) for note in NOTES)]
     (out / "README.md").write_text("\n".join(lines) + "\n")
 
 

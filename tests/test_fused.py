@@ -161,10 +161,12 @@ def test_fused_field_passes_gradcheck(projection):
 
 @needs_numba
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
-def test_rkc_stages_match_torchdiffeq(dtype):
+@pytest.mark.parametrize(("step", "growth"), [(4.0, 1.0), (1.0, 1.5)])
+def test_rkc_stages_match_torchdiffeq(dtype, step, growth):
     depth0, cv, ch, source, mask = problem(batch=1, h=4, w=4, dtype=dtype)
     (eager, eager_info), (fast, fast_info) = run_both(
-        lambda: solve_ode(depth0, cv, ch, source, mask, 24.0, method="rkc", step_size=4.0))
+        lambda: solve_ode(depth0, cv, ch, source, mask, 24.0, method="rkc", step_size=step,
+                          step_growth=growth))
     assert fast_info.nfe_forward == eager_info.nfe_forward > 6
     rtol = 1e-6 if dtype == torch.float32 else 1e-13
     torch.testing.assert_close(fast, eager, rtol=rtol, atol=0)

@@ -14,6 +14,7 @@ from node_dada.diffusion import (
     discrete_dada,
     edge_coefficients,
     gradient_fidelity,
+    growing_knots,
     projected_field,
     solve_ode,
 )
@@ -283,6 +284,64 @@ def test_rkc_is_registered_with_torchdiffeq_and_stable_beyond_euler():
     euler, euler_info = solve_ode(depth0, cv, ch, source, mask, 480.0, step_size=0.24)
     assert info.nfe_forward < 0.6 * euler_info.nfe_forward
     assert float((rkc - euler).norm() / euler.norm()) < 1e-3
+
+
+def test_growing_knots_grow_geometrically_and_end_exactly_at_the_horizon():
+    knots = growing_knots(1920.0, 10.0, 1.5)
+    steps = knots.diff()
+    assert knots[0] == 0 and knots[-1] == 1920.0 and len(steps) == 12
+    torch.testing.assert_close(steps[1:-1] / steps[:-2], torch.full((10,), 1.5, dtype=F64))
+    assert 0 < steps[-1] < 10.0 * 1.5 ** 11  # the remainder, at most a full step
+    # a remainder under 30 % of the step before it is merged into that step
+    assert growing_knots(75.0, 10.0, 2.0).tolist() == [0.0, 10.0, 30.0, 75.0]
+    assert growing_knots(5.0, 10.0, 2.0).tolist() == [0.0, 5.0]
+    assert torch.equal(growing_knots(4.0, 1.0, 1.0), torch.arange(5, dtype=F64))
+
+
+def test_growing_rkc_steps_are_more_accurate_for_fewer_evaluations():
+    """Measured on this problem: uniform h = 8, 720 NFE, 3.6e-3 from Euler's solve;
+    steps growing from 0.5 by 1.3x, 346 NFE, 1.0e-5."""
+    depth0, cv, ch, source, mask = problem()
+    reference, _ = solve_ode(depth0, cv, ch, source, mask, 480.0, step_size=0.24)
+    uniform, uniform_info = solve_ode(depth0, cv, ch, source, mask, 480.0, method="rkc",
+                                      step_size=8.0)
+    growing, info = solve_ode(depth0, cv, ch, source, mask, 480.0, method="rkc", step_size=0.5,
+                              step_growth=1.3)
+    assert info.steps == len(growing_knots(480.0, 0.5, 1.3)) - 1 < uniform_info.steps
+    assert info.nfe_forward < 0.6 * uniform_info.nfe_forward
+    error = float((growing - reference).norm() / reference.norm())
+    uniform_error = float((uniform - reference).norm() / reference.norm())
+    assert error < 1e-4 < uniform_error
+
+
+def test_gradients_on_a_growing_grid():
+    """Checkpointing replays the same growing grid (round-off); the stable adjoint's
+    error is largest in its long last steps, where the adjoint state changes fastest
+    (measured: 15 % relative error here, against 0.6 % with uniform steps of 0.25)."""
+    depth0, cv, ch, source, mask = problem(h=2, w=2)
+    kwargs = {"method": "rkc", "step_size": 0.1, "step_growth": 1.3}
+    direct = coefficient_gradient(depth0, cv, ch, source, mask, 2.4, grad_mode="direct",
+                                  **kwargs)
+    checkpointed = coefficient_gradient(depth0, cv, ch, source, mask, 2.4,
+                                        grad_mode="checkpointed", **kwargs)
+    torch.testing.assert_close(checkpointed, direct, rtol=1e-10, atol=1e-14)
+    adjoint = gradient_fidelity(depth0, cv, ch, source, mask, 2.4, grad_mode="adjoint",
+                                reference=direct, **kwargs)
+    assert adjoint.cosine > 0.98 and adjoint.relative_error < 0.3
+
+
+@pytest.mark.parametrize(("method", "growth", "match"), [
+    ("euler", 1.5, "growing steps need the stabilised method 'rkc'"),
+    ("dopri5", 1.2, "adaptive ones choose their own steps"),
+    ("rkc", 0.5, "expected a finite number >= 1, got 0.5"),
+    ("rkc", float("nan"), "expected a finite number >= 1"),
+    ("rkc", True, "expected a finite number >= 1, got True"),
+])
+def test_bad_step_growth_is_refused_with_the_fix(method, growth, match):
+    depth0, cv, ch, source, mask = problem()
+    with pytest.raises(InputValueError, match=match):
+        solve_ode(depth0, cv, ch, source, mask, 8.0, method=method, step_size=1.0,
+                  step_growth=growth)
 
 
 def test_euler_beyond_its_stability_limit_blows_up():

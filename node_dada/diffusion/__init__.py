@@ -25,6 +25,7 @@ from node_dada.diffusion.ode import (
     PROJECTIONS,
     ProjectedDiffusion,
     SolveInfo,
+    growing_knots,
     projected_field,
     solve_ode,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "SolveInfo",
     "coefficient_gradient",
     "gradient_fidelity",
+    "growing_knots",
     "projected_field",
     "solve_ode",
     "ADJUST_EPS",

@@ -10,7 +10,9 @@ The in-place updates of the reference are written out of place with the same
 floating-point operations in the same order (``(I - t_above) + t_below``), so
 the result is bit-identical and autograd needs no clones. Where no graph is
 recorded, CPU work goes to the fused kernel of ``fused.py`` (bit-identical too;
-``NODE_DADA_FUSED=0`` or ``fused.set_mode("never")`` keeps this loop).
+``NODE_DADA_FUSED=0`` or ``fused.set_mode("never")`` keeps this loop). On CUDA
+each step runs through ``torch.compile`` (``compiled.py``; within float32
+round-off, with or without a graph).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from node_dada.diffusion import compiled as _compiled
 from node_dada.diffusion import fused as _fused
 from node_dada.diffusion._checks import (
     check_mask,
@@ -126,8 +129,12 @@ def _iterate(
         # no graph to record: the fused kernel, bit-identical to the loop below
         return _fused.discrete_iterate(image, cv, ch, source, mask, scale, num_iter, step,
                                        callback=callback)
+    use_compiled = _compiled.supports(image)
     for index in range(num_iter):
-        image = discrete_step(image, cv, ch, source, mask, scale, step)
+        if use_compiled:
+            image = _compiled.call(discrete_step, image, cv, ch, source, mask, scale, step)
+        else:
+            image = discrete_step(image, cv, ch, source, mask, scale, step)
         if callback is not None:
             callback(index + 1)
     return image

@@ -208,10 +208,10 @@ def _jit_serial(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @_jit_serial
-def _transmission(upper, lower, coeff, lam, out):
-    """``out = lam * coeff * (lower - upper)`` for two explicit rows."""
+def _transmission(upper, lower, coeff, out):
+    """``out = coeff * (lower - upper)`` for two explicit rows (``coeff = lam * cv``)."""
     for j in range(out.shape[0]):
-        out[j] = lam * coeff[j] * (lower[j] - upper[j])
+        out[j] = coeff[j] * (lower[j] - upper[j])
 
 
 @_jit_serial
@@ -230,7 +230,7 @@ def _flux_down(image, cv, i, out):
 
 
 @_jit_serial
-def _discrete_row(row, t_up, t_down, ch_row, lam, vertical, t_row, out):
+def _discrete_row(row, t_up, t_down, ch_row, vertical, t_row, out):
     """One row of a discrete iteration before the adjustment (DESIGN.md s. 3, steps 1-2)."""
     width = row.shape[0]
     for j in range(width):
@@ -239,7 +239,7 @@ def _discrete_row(row, t_up, t_down, ch_row, lam, vertical, t_row, out):
         out[0] = vertical[0]
         return
     for j in range(width - 1):
-        t_row[j] = lam * ch_row[j] * (vertical[j + 1] - vertical[j])
+        t_row[j] = ch_row[j] * (vertical[j + 1] - vertical[j])
     out[0] = vertical[0] + t_row[0]
     for j in range(1, width - 1):
         out[j] = (vertical[j] - t_row[j - 1]) + t_row[j]
@@ -291,7 +291,7 @@ def _clear(values):
 
 @_jit_serial
 def _discrete_rows(above, rows, below, has_above, has_below, dst, cv, ch, source, mask, bi,
-                   scale, lam, eps, area, work, acc):
+                   scale, eps, area, work, acc):
     """Block row ``bi`` of one iteration, adjusted: ``rows`` (its ``s`` rows) with the row
     ``above`` and ``below`` it (ignored at the image border) -> ``dst`` (``s`` rows)."""
     t_up = work[0]
@@ -300,48 +300,51 @@ def _discrete_rows(above, rows, below, has_above, has_below, dst, cv, ch, source
     t_row = work[3]
     first = bi * scale
     if has_above:
-        _transmission(above, rows[0], cv[first - 1], lam, t_up)
+        _transmission(above, rows[0], cv[first - 1], t_up)
     else:
         _zero(t_up)
     _clear(acc)
     for r in range(scale):
         i = first + r
         if r < scale - 1:
-            _transmission(rows[r], rows[r + 1], cv[i], lam, t_down)
+            _transmission(rows[r], rows[r + 1], cv[i], t_down)
         elif has_below:
-            _transmission(rows[r], below, cv[i], lam, t_down)
+            _transmission(rows[r], below, cv[i], t_down)
         else:
             _zero(t_down)
-        _discrete_row(rows[r], t_up, t_down, ch[i], lam, vertical, t_row, dst[r])
+        _discrete_row(rows[r], t_up, t_down, ch[i], vertical, t_row, dst[r])
         _accumulate_blocks(dst[r], scale, acc)
         t_up, t_down = t_down, t_up
-    # hard adjustment I * U(source / (P(I) + eps)); ratio 1 (a no-op) on invalid blocks
-    blocks = acc.shape[0]
-    for k in range(blocks):
+    # hard adjustment I * U(source / (P(I) + eps)); ratio 1 (x * 1 = x exactly) on invalid
+    # blocks, spread over a row once so that the s rows multiply in one vector loop each
+    ratio = work[4]
+    for k in range(acc.shape[0]):
         if mask[bi, k]:
-            acc[k] = source[bi, k] / (acc[k] / area + eps)
+            value = source[bi, k] / (acc[k] / area + eps)
+            for offset in range(scale):
+                ratio[k * scale + offset] = value
+        else:
+            for offset in range(scale):
+                ratio[k * scale + offset] = 1
     for r in range(scale):
         out = dst[r]
-        for k in range(blocks):
-            if mask[bi, k]:
-                ratio = acc[k]
-                for offset in range(scale):
-                    out[k * scale + offset] = out[k * scale + offset] * ratio
+        for j in range(out.shape[0]):
+            out[j] = out[j] * ratio[j]
 
 
 @_jit_serial
-def _discrete_block_row(src, dst, cv, ch, source, mask, bi, scale, lam, eps, area, work, acc):
+def _discrete_block_row(src, dst, cv, ch, source, mask, bi, scale, eps, area, work, acc):
     """Rows ``[bi*s, (bi+1)*s)`` of one iteration, adjusted, from ``src`` into ``dst``."""
     first = bi * scale
     last = first + scale
     height = src.shape[0]
     _discrete_rows(src[max(first - 1, 0)], src[first:last], src[min(last, height - 1)],
                    first > 0, last < height, dst[first:last], cv, ch, source, mask, bi, scale,
-                   lam, eps, area, work, acc)
+                   eps, area, work, acc)
 
 
 @_jit_serial
-def _discrete_pair(image, ring, cv, ch, source, mask, scale, lam, eps, area, work, acc):
+def _discrete_pair(image, ring, cv, ch, source, mask, scale, eps, area, work, acc):
     """Two iterations of one image in place, as a wavefront over block rows: block row
     ``b`` of the first iteration goes to a ring of three block rows, then block row
     ``b - 1`` of the second is computed from the ring into ``image`` (whose block row
@@ -355,8 +358,7 @@ def _discrete_pair(image, ring, cv, ch, source, mask, scale, lam, eps, area, wor
             last = first + scale
             _discrete_rows(image[max(first - 1, 0)], image[first:last],
                            image[min(last, height - 1)], first > 0, last < height,
-                           ring[b % 3], cv, ch, source, mask, b, scale, lam, eps, area, work,
-                           acc)
+                           ring[b % 3], cv, ch, source, mask, b, scale, eps, area, work, acc)
         if b >= 1:
             c = b - 1
             middle = ring[c % 3]
@@ -364,11 +366,11 @@ def _discrete_pair(image, ring, cv, ch, source, mask, scale, lam, eps, area, wor
             below = ring[(c + 1) % 3][0]  # first row of block row c + 1
             _discrete_rows(above, middle, below, c > 0, c < rows - 1,
                            image[c * scale:(c + 1) * scale], cv, ch, source, mask, c, scale,
-                           lam, eps, area, work, acc)
+                           eps, area, work, acc)
 
 
 @_jit
-def _discrete_kernel(image, spare, cv, ch, source, mask, scale, num_iter, lam, eps, area,
+def _discrete_kernel(image, spare, cv, ch, source, mask, scale, num_iter, eps, area,
                      work, acc, by_image, ring):
     """``num_iter`` iterations ping-ponging between ``image`` and ``spare``.
 
@@ -386,12 +388,12 @@ def _discrete_kernel(image, spare, cv, ch, source, mask, scale, num_iter, lam, e
         for b in prange(batch):
             task = b * rows
             for _ in range(num_iter // 2):
-                _discrete_pair(image[b], ring[b], cv[b], ch[b], source[b], mask[b], scale, lam,
+                _discrete_pair(image[b], ring[b], cv[b], ch[b], source[b], mask[b], scale,
                                eps, area, work[task], acc[task])
             if num_iter % 2:
                 for bi in range(rows):
                     _discrete_block_row(image[b], spare[b], cv[b], ch[b], source[b], mask[b],
-                                        bi, scale, lam, eps, area, work[task], acc[task])
+                                        bi, scale, eps, area, work[task], acc[task])
     else:
         for it in range(num_iter):
             src = image if it % 2 == 0 else spare
@@ -400,7 +402,7 @@ def _discrete_kernel(image, spare, cv, ch, source, mask, scale, num_iter, lam, e
                 b = task // rows
                 bi = task - b * rows
                 _discrete_block_row(src[b], dst[b], cv[b], ch[b], source[b], mask[b], bi, scale,
-                                    lam, eps, area, work[task], acc[task])
+                                    eps, area, work[task], acc[task])
     return num_iter % 2
 
 
@@ -430,25 +432,27 @@ def _field_block_row(image, cv, ch, mask, bi, scale, area, multiplicative, work,
         if multiplicative:
             _accumulate_blocks(image[i], scale, acc_i)
         f_up, f_down = f_down, f_up
-    blocks = acc.shape[0]
-    for k in range(blocks):
+    # the correction per block (0 on invalid blocks, as the eager torch.where), spread
+    # over a row once so that each of the s rows is corrected in one vector loop
+    spread = work[3]
+    for k in range(acc.shape[0]):
         if mask[bi, k]:
             pooled = acc[k] / area
-            acc[k] = pooled / (acc_i[k] / area) if multiplicative else pooled
+            value = pooled / (acc_i[k] / area) if multiplicative else pooled
+            for offset in range(scale):
+                spread[k * scale + offset] = value
+        else:
+            for offset in range(scale):
+                spread[k * scale + offset] = 0
     for r in range(scale):
         row = target[r]
-        image_row = image[first + r]
-        for k in range(blocks):
-            if mask[bi, k]:
-                value = acc[k]
-                if multiplicative:
-                    for offset in range(scale):
-                        j = k * scale + offset
-                        row[j] = row[j] - image_row[j] * value
-                else:
-                    for offset in range(scale):
-                        j = k * scale + offset
-                        row[j] = row[j] - value
+        if multiplicative:
+            image_row = image[first + r]
+            for j in range(row.shape[0]):
+                row[j] = row[j] - image_row[j] * spread[j]
+        else:
+            for j in range(row.shape[0]):
+                row[j] = row[j] - spread[j]
 
 
 # One pass of the field over the image, optionally fused with the linear
@@ -473,7 +477,7 @@ def _field_pass(kind, state, prev2, y0, f0, cv, ch, mask, scale, area, multiplic
         elif kind == 1:
             target = f0[b, first:first + scale]
         else:
-            target = work[task, 3:]
+            target = work[task, 4:]
         _field_block_row(state[b], cv[b], ch[b], mask[b], bi, scale, area, multiplicative,
                          work[task], acc[task], acc_i[task], target)
         if kind == 1:
@@ -484,17 +488,19 @@ def _field_pass(kind, state, prev2, y0, f0, cv, ch, mask, scale, area, multiplic
         elif kind == 2:
             for r in range(scale):
                 i = first + r
+                y0_row, state_row, prev2_row = y0[b, i], state[b, i], prev2[b, i]
+                field_row, f0_row, out_row = target[r], f0[b, i], out[b, i]
                 for j in range(width):
-                    value = (
-                        c_y0 * y0[b, i, j]
-                        + c_prev * state[b, i, j]
-                        + c_prev2 * prev2[b, i, j]
-                        + c_field * target[r, j]
-                        + c_f0 * f0[b, i, j]
+                    out_row[j] = (
+                        c_y0 * y0_row[j]
+                        + c_prev * state_row[j]
+                        + c_prev2 * prev2_row[j]
+                        + c_field * field_row[j]
+                        + c_f0 * f0_row[j]
                     )
-                    if final:
-                        value = y0[b, i, j] + (value - y0[b, i, j])
-                    out[b, i, j] = value
+                if final:
+                    for j in range(width):
+                        out_row[j] = y0_row[j] + (out_row[j] - y0_row[j])
 
 
 # ------------------------------------------------------- vector-Jacobian product
@@ -676,10 +682,12 @@ def discrete_iterate(
     threads = _threads()
     current = image.detach().contiguous().clone().numpy()[:, 0]
     spare = np.empty_like(current)
-    cv_a, ch_a, source_a = _array(cv), _array(ch), _array(source)
+    # lam * c once, by torch as the eager step computes it (lam * c * dI multiplies left
+    # to right): the same bits, two multiplications per pixel fewer in every iteration
+    cv_a, ch_a, source_a = _array(step * cv), _array(step * ch), _array(source)
     mask_a = _array(mask_lr.to(torch.bool))
     dtype = current.dtype
-    work, acc, _ = _workspace(current, mask_a, 4)
+    work, acc, _ = _workspace(current, mask_a, 5)
     # whole images per thread when they share out evenly: no barrier per iteration
     by_image = current.shape[0] % threads == 0
     ring = np.empty((current.shape[0] if by_image else 1, 3, scale, current.shape[2]),
@@ -688,7 +696,7 @@ def discrete_iterate(
     while done < num_iter:
         count = num_iter - done if callback is None else min(chunk, num_iter - done)
         where = _discrete_kernel(current, spare, cv_a, ch_a, source_a, mask_a, scale, count,
-                                 _scalar(dtype, step), _scalar(dtype, eps),
+                                 _scalar(dtype, eps),
                                  _scalar(dtype, scale * scale), work, acc, by_image, ring)
         if where == 1:
             current, spare = spare, current
@@ -705,7 +713,7 @@ def _field(image: torch.Tensor, cv: torch.Tensor, ch: torch.Tensor, mask_lr: tor
     image_a = _array(image)
     mask_a = _array(mask_lr.to(torch.bool))
     out = np.empty_like(image_a)
-    work, acc, acc_i = _workspace(image_a, mask_a, 3)
+    work, acc, acc_i = _workspace(image_a, mask_a, 4)
     dtype = image_a.dtype
     zero = _scalar(dtype, 0)
     _field_pass(0, image_a, image_a, image_a, image_a, _array(cv), _array(ch), mask_a, scale,
@@ -819,7 +827,7 @@ def rkc_solve(
     multiplicative = projection == "multiplicative"
     area = _scalar(dtype, scale * scale)
     zero = _scalar(dtype, 0)
-    work, acc, acc_i = _workspace(state, mask_a, 3 + scale)
+    work, acc, acc_i = _workspace(state, mask_a, 4 + scale)
     f0 = np.empty_like(state)
     spares = [np.empty_like(state) for _ in range(3)]
     times = [float(x) for x in knots]
