@@ -20,6 +20,7 @@ Writes ``<out>/<dataset>.csv`` (first line ``# command: ...``),
 
 Trained checkpoints: ``--checkpoint NAME=PATH`` is the hook through which a
 trained model joins the table as method ``NAME``; see :func:`checkpoint_method`.
+``NAME=PATH@SCALE`` evaluates it only at the scale it was trained for.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import torch
 from tqdm import tqdm
 
 from node_dada.baselines import BASELINES, default_params, get_baseline
-from node_dada.baselines.dada import ODE_METHOD, ODE_STEP_SIZE
+from node_dada.baselines.dada import ODE_METHOD, ODE_STEP_GROWTH, ODE_STEP_SIZE
 from node_dada.data import GuidedDepthDataset, MiddleburyScenes, MotorcycleScenes
 from node_dada.data.pipeline import SceneSource
 from node_dada.diffusion import (
@@ -247,6 +248,10 @@ class MethodSpec:
     function: Callable[..., torch.Tensor]
     kwargs: dict[str, Any] = field(default_factory=dict)
     solver: str = ""
+    scales: tuple[int, ...] = ()  # the scales it runs at; empty: every scale
+
+    def runs_at(self, scale: int) -> bool:
+        return not self.scales or scale in self.scales
 
     @property
     def uses_estimate(self) -> bool:
@@ -273,12 +278,14 @@ def method_specs(
     *,
     dada_iters: int = INFERENCE_PRE_ITER,
     ode_step: float = ODE_STEP_SIZE,
-    checkpoints: Sequence[tuple[str, Path]] = (),
+    ode_step_growth: float = ODE_STEP_GROWTH,
+    checkpoints: Sequence[tuple[str, Path, int | None]] = (),
 ) -> list[MethodSpec]:
     """Look the methods up (unknown names raise) and fix DADA's settings.
 
     ``dada`` runs ``dada_iters`` discrete iterations; ``dada_ode`` integrates to
-    the matching horizon ``T = 0.24 * dada_iters`` with RKC steps of ``ode_step``.
+    the matching horizon ``T = 0.24 * dada_iters`` with RKC steps growing from
+    ``ode_step`` by the factor ``ode_step_growth``.
     """
     specs = []
     t_end = DEFAULT_STEP * dada_iters
@@ -290,15 +297,19 @@ def method_specs(
                 f"discrete, {dada_iters} iterations, step {DEFAULT_STEP}, kappa {DEFAULT_KAPPA}"
             )
         elif name == "dada_ode":
-            spec.kwargs = {"t_end": t_end, "method": ODE_METHOD, "step_size": ode_step}
-            spec.solver = f"{ODE_METHOD}, step {ode_step:g}, T = {t_end:g}, kappa {DEFAULT_KAPPA}"
+            spec.kwargs = {"t_end": t_end, "method": ODE_METHOD, "step_size": ode_step,
+                           "step_growth": ode_step_growth}
+            steps = (f"steps {ode_step:g} x {ode_step_growth:g}^k" if ode_step_growth > 1
+                     else f"step {ode_step:g}")
+            spec.solver = f"{ODE_METHOD}, {steps}, T = {t_end:g}, kappa {DEFAULT_KAPPA}"
         specs.append(spec)
-    for name, path in checkpoints:
+    for name, path, scale in checkpoints:
         if name in BASELINES or name in methods:
             raise InputValueError(
                 f"--checkpoint {name}={path}: the name {name!r} is already a method; pick another"
             )
-        specs.append(MethodSpec(name, checkpoint_method(name, path), solver="trained"))
+        specs.append(MethodSpec(name, checkpoint_method(name, path), solver="trained",
+                                scales=() if scale is None else (scale,)))
     return specs
 
 
@@ -408,7 +419,7 @@ def run_benchmark(
     counts = {s: count_crops(scenes, scale=s, crop_size=crop_size, limit=limit) for s in scales}
     rows: list[BenchmarkRow] = []
     figures: dict[int, list[FigureCrop]] = {}
-    total = sum(counts.values()) * len(specs)
+    total = sum(counts[s] * sum(spec.runs_at(s) for spec in specs) for s in scales)
     with tqdm(total=total, desc=f"benchmark {dataset}", unit="run", disable=not progress,
               file=sys.stderr) as bar:
         for scale in scales:
@@ -438,6 +449,8 @@ def run_benchmark(
                     )
                     shown.append(figure)
                 for spec in specs:
+                    if not spec.runs_at(scale):
+                        continue
                     bar.set_postfix_str(f"x{scale} {spec.name}")
                     if spec.name == _ESTIMATE and estimate is not None:
                         prediction, seconds, nfe = estimate, estimate_s, None
@@ -679,11 +692,18 @@ def report_error(prog: str, error: BaseException) -> int:
     return 2
 
 
-def _checkpoint_arg(text: str) -> tuple[str, Path]:
+def _checkpoint_arg(text: str) -> tuple[str, Path, int | None]:
+    """``NAME=PATH``, or ``NAME=PATH@SCALE`` for a model evaluated at its one scale."""
     name, sep, path = text.partition("=")
+    head, at, tail = path.rpartition("@")
+    scale = None
+    if at and tail.isdigit() and head:
+        path, scale = head, int(tail)
+        if scale < 2:
+            raise argparse.ArgumentTypeError(f"expected a scale >= 2 after '@', got {text!r}")
     if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
-    return name, Path(path)
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH or NAME=PATH@SCALE, got {text!r}")
+    return name, Path(path), scale
 
 
 def _number_arg(convert: Callable[[str], Any], accept: Callable[[Any], bool],
@@ -705,6 +725,8 @@ positive_int = _number_arg(int, lambda value: value > 0, "a positive integer")
 non_negative_int = _number_arg(int, lambda value: value >= 0, "an integer >= 0")
 _positive_float = _number_arg(float, lambda value: math.isfinite(value) and value > 0,
                               "a positive number")
+_growth_float = _number_arg(float, lambda value: math.isfinite(value) and value >= 1,
+                            "a number >= 1")
 
 
 def _load_average() -> float | None:
@@ -741,12 +763,16 @@ def build_parser(prog: str = "node-dada benchmark") -> argparse.ArgumentParser:
     parser.add_argument("--dada-iters", type=positive_int, default=INFERENCE_PRE_ITER,
                         help="discrete DADA iterations; dada_ode integrates to T = 0.24 x this")
     parser.add_argument("--ode-step", type=_positive_float, default=ODE_STEP_SIZE,
-                        help="dada_ode RKC step size")
+                        help="dada_ode's first RKC step")
+    parser.add_argument("--ode-step-growth", type=_growth_float, default=ODE_STEP_GROWTH,
+                        help="ratio of each dada_ode RKC step to the one before (1: uniform)")
     parser.add_argument("--figure-crops", type=non_negative_int, default=DEFAULT_FIGURE_CROPS,
                         help="crops per scale shown in the figures (0: no figure)")
     parser.add_argument(
-        "--checkpoint", type=_checkpoint_arg, action="append", default=[], metavar="NAME=PATH",
-        help="a trained model to add to the table as method NAME (not available yet)",
+        "--checkpoint", type=_checkpoint_arg, action="append", default=[],
+        metavar="NAME=PATH[@SCALE]",
+        help="a trained model (a file or a shipped name) to add to the table as method NAME; "
+             "@SCALE evaluates it only at that scale",
     )
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default: torch's choice); recorded in the .md")
@@ -768,6 +794,7 @@ def main(argv: list[str] | None = None) -> int:
             args.methods,
             dada_iters=args.dada_iters,
             ode_step=args.ode_step,
+            ode_step_growth=args.ode_step_growth,
             checkpoints=args.checkpoint,
         )
         scenes = load_scenes(args.dataset, root=args.root, split=args.split)

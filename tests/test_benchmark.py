@@ -98,6 +98,7 @@ def test_tiny_run_numbers_are_sane(tiny_run: tuple[Path, list[str], int]) -> Non
         (["--dataset", "motorcycle", "--scales", "3"], "multiple of scale 3"),
         (["--dataset", "motorcycle", "--checkpoint", "model.ckpt"], "expected NAME=PATH"),
         (["--dataset", "motorcycle", "--checkpoint", "ours={tmp}/model.ckpt"], "neither a shipped model"),
+        (["--dataset", "motorcycle", "--checkpoint", "ours=middlebury-x8@1"], "a scale >= 2"),
         (["--methods", "bicubic"], "required: --dataset"),
     ],
 )
@@ -114,6 +115,17 @@ def test_bad_arguments_exit_2_with_one_line(
     assert re.search(phrase, lines[0]), lines[0]
     assert captured.out == ""
     assert not out.exists()
+
+
+def test_a_checkpoint_with_a_scale_runs_only_at_that_scale(tmp_path: Path) -> None:
+    argv = ["--dataset", "motorcycle", "--scales", "4", "8", "--methods", "bicubic",
+            "--checkpoint", "x8=middlebury-x8@8", "--limit", "1", "--crop-size", "64",
+            "--figure-crops", "0", "--out", str(tmp_path), "--no-progress"]
+    assert benchmark.main(argv) == 0
+    _, rows = read_table(tmp_path / "motorcycle.csv")
+    assert [(row["method"], row["scale"]) for row in rows] == [
+        ("bicubic", "4"), ("bicubic", "8"), ("x8", "8")]
+    assert "| x8 |  |" in (tmp_path / "motorcycle.md").read_text()  # no x4 cell
 
 
 def test_trained_checkpoint_joins_as_a_method(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import sys
 from pathlib import Path
 
@@ -39,12 +40,47 @@ def read_table(path: Path) -> tuple[str, list[dict[str, str]]]:
     return command, rows
 
 
+def _shipped_by_scale() -> list[str]:
+    """The shipped models, ``...-x4-...`` before ``...-x8-...`` before ``...-x16-...``."""
+    def key(name: str) -> tuple[int, str]:
+        found = re.search(r"-x(\d+)", name)
+        return (int(found.group(1)) if found else 0, name)
+
+    return sorted(SHIPPED_MODELS, key=key)
+
+
 def _fmt(value: object, digits: int = 4) -> str:
     if value is None:
         return "n/a"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def _summary(aliases: dict[str, str], tables: dict[str, tuple[str, list[dict[str, str]]]]
+             ) -> list[str]:
+    """One line per shipped model: its validation MAE and, per evaluation table, its MAE
+    next to learning-free DADA's at the same scale."""
+    stems = list(tables)
+    lines = ["| model | also | validation MAE (cm) | "
+             + " | ".join(f"{stem} MAE (cm): model / learning-free" for stem in stems) + " |",
+             "|---|---|---:|" + "---:|" * len(stems)]
+    for name in _shipped_by_scale():
+        meta = load_checkpoint_safely(resolve_checkpoint(name)).get("metadata", {})
+        cells = []
+        for stem in stems:
+            rows = tables[stem][1]
+            own = next((row for row in rows if row["method"] == LABEL_PREFIX + name), None)
+            free = own and next((row for row in rows if row["method"] == "dada"
+                                 and row["scale"] == own["scale"]), None)
+            cells.append("n/a" if own is None else
+                         f"{float(own['mae_cm']):.4f} / "
+                         + (f"{float(free['mae_cm']):.4f}" if free else "n/a"))
+        also = ", ".join(f"`{alias}`" for alias, stem in aliases.items() if stem == name)
+        lines.append(f"| `{name}` | {also} | {_fmt(meta.get('val_mae_cm'))} | "
+                     + " | ".join(cells) + " |")
+    return [*lines, "", "The name of a scale (`middlebury-x<scale>`) points to the training "
+            "with the lower validation MAE.", ""]
 
 
 def render_card(out: Path, results: Path) -> str:
@@ -61,8 +97,9 @@ def render_card(out: Path, results: Path) -> str:
         "Load by name: `node_dada.upsample(guide, source, scale=8, checkpoint=NAME)` or "
         "`node-dada predict --checkpoint NAME ...`.",
         "",
+        *_summary(aliases, tables),
     ]
-    for name in SHIPPED_MODELS:
+    for name in _shipped_by_scale():
         path = resolve_checkpoint(name)
         content = load_checkpoint_safely(path)
         hp, meta = content["hyper_parameters"], content.get("metadata", {})

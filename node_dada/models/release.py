@@ -34,16 +34,23 @@ __all__ = ["main", "release", "training_wall_time"]
 
 
 def training_wall_time(run_dir: Path) -> float | None:
-    """Seconds from the first to the last TensorBoard event of a run (None if none)."""
+    """Seconds of training in a run's TensorBoard events (None if there are none).
+
+    Each process writes its own events file, so a run resumed after an interruption
+    has several: the time is the sum of each file's first-to-last span, which leaves
+    out the time the run was not running.
+    """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    times = []
+    spans = []
     for events in sorted(run_dir.rglob("events.out.tfevents.*")):
         accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
         accumulator.Reload()
-        for tag in accumulator.Tags().get("scalars", []):
-            times += [event.wall_time for event in accumulator.Scalars(tag)]
-    return max(times) - min(times) if times else None
+        times = [event.wall_time for tag in accumulator.Tags().get("scalars", [])
+                 for event in accumulator.Scalars(tag)]
+        if times:
+            spans.append(max(times) - min(times))
+    return sum(spans) if spans else None
 
 
 def release(checkpoint: Path, name: str, *, config: str | None = None,
