@@ -204,6 +204,44 @@ def test_truncated_file_raises_data_error(tmp_path: Path, keep: float, zip_forma
         load_state_dict_safely(path)
 
 
+def test_xz_compressed_file_loads_like_the_plain_one(tmp_path: Path) -> None:
+    import lzma
+
+    plain = tmp_path / "plain.pt"
+    torch.save({"weight": torch.randn(50, 50).half()}, plain)
+    packed = tmp_path / "packed.pt"
+    packed.write_bytes(lzma.compress(plain.read_bytes()))
+    assert packed.stat().st_size < plain.stat().st_size
+    assert torch.equal(load_state_dict_safely(packed)["weight"],
+                       load_state_dict_safely(plain)["weight"])
+
+
+@pytest.mark.parametrize("keep", [0.01, 0.5, 0.99])
+def test_truncated_xz_file_raises_data_error(tmp_path: Path, keep: float) -> None:
+    import lzma
+
+    path = tmp_path / "w.pt"
+    torch.save({"weight": torch.randn(100, 100)}, path)
+    data = lzma.compress(path.read_bytes())
+    path.write_bytes(data[: max(7, int(len(data) * keep))])
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        load_state_dict_safely(path)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_exported_model_loads_back_identically(tmp_path: Path, compress: bool) -> None:
+    from node_dada.models import DADAModule, export_model, load_model
+
+    model = DADAModule(extractor="light", lead_in=20, train_iter=4)
+    path = tmp_path / "model.pt"
+    export_model(model, path, half=True, compress=compress)
+    assert (path.read_bytes()[:6] == b"\xfd7zXZ\x00") == compress
+    loaded = load_model(path)
+    for key, value in model.state_dict().items():
+        expected = value.half().to(value.dtype) if value.is_floating_point() else value
+        assert torch.equal(loaded.state_dict()[key], expected), key
+
+
 def test_missing_file_raises_data_error(tmp_path: Path) -> None:
     path = tmp_path / "nowhere" / "resnet50.pth"
     with pytest.raises(DataError, match="does not exist") as caught:

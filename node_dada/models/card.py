@@ -112,7 +112,8 @@ def render_card(out: Path, results: Path) -> str:
             f"## `{name}`" + (f" (also `{'`, `'.join(other_names)}`)" if other_names else ""),
             "",
             f"- File: `{path.relative_to(_REPOSITORY).as_posix()}`"
-            f" ({path.stat().st_size / 1e6:.1f} MB, float16 weights, loaded weights-only).",
+            f" ({path.stat().st_size / 1e6:.1f} MB, float16 weights, xz-compressed, "
+            "loaded weights-only).",
             f"- Network: `{hp['extractor']}` extractor, {hp['guide_channels']}-channel guide; "
             f"solver: {solver}.",
             f"- Iterations: random no-grad lead-in of up to {hp['lead_in']} steps, then "

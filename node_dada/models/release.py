@@ -4,7 +4,7 @@
         --name middlebury-x8-discrete --config configs/trained/middlebury_x8_discrete.yaml \\
         [--alias middlebury-x8] [--hardware "..."]
 
-Writes ``node_dada/weights/<name>.pt``: the weights in float16 and the
+Writes ``node_dada/weights/<name>.pt``: the weights in float16 (xz-compressed) and the
 model's hyper-parameters (loaded weights-only, no pickled code), plus metadata
 (source checkpoint, epoch, step, validation MAE, config, hardware, training wall
 time read from the run's TensorBoard events). ``--alias`` also makes the model
@@ -78,7 +78,7 @@ def release(checkpoint: Path, name: str, *, config: str | None = None,
     }
     _CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)
     target = _CHECKPOINT_DIR / f"{name}.pt"
-    export_model(model, target, half=True, metadata=metadata)
+    export_model(model, target, half=True, compress=True, metadata=metadata)
     if alias:
         aliases = read_aliases()
         aliases[alias] = name

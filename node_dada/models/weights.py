@@ -4,7 +4,9 @@ A ``.pt``/``.pth``/``.ckpt`` file is a pickle, and unpickling an untrusted one c
 arbitrary code. Everything here reads files with
 ``torch.load(path, map_location="cpu", weights_only=True)``, whose restricted unpickler
 accepts tensors and plain containers only; anything else is refused with a
-:class:`~node_dada.errors.DataError` before any of the file's code can run.
+:class:`~node_dada.errors.DataError` before any of the file's code can run. A file
+that is an xz stream (``lzma``-compressed ``torch.save`` output, as the shipped
+models are stored) is decompressed first and then read the same way.
 
 Example:
     >>> from node_dada.models.extractors import build_extractor
@@ -14,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+import io
+import lzma
 import pickle
 import struct
 import warnings
@@ -43,8 +47,9 @@ _EXPECTED = (
 # cut and whether it is a zip or a legacy pickle (measured with torch 2.13).
 _CORRUPT_FILE_ERRORS = (
     RuntimeError, OSError, EOFError, ValueError, KeyError, IndexError, struct.error,
-    zipfile.BadZipFile,
+    zipfile.BadZipFile, lzma.LZMAError,
 )
+_XZ_MAGIC = b"\xfd7zXZ\x00"
 #: Key of the first convolution, whose input channels are adapted.
 _FIRST_CONV = "conv1.weight"
 
@@ -76,7 +81,7 @@ def load_checkpoint_safely(path: str | Path) -> dict[str, Any]:
         with warnings.catch_warnings():
             # torch notes protocols it did not write; the verdict below is what matters
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            content = torch.load(path, map_location="cpu", weights_only=True)
+            content = torch.load(_readable(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         detail = _unpickler_detail(error)
         raise DataError(
@@ -97,6 +102,13 @@ def load_checkpoint_safely(path: str | Path) -> dict[str, Any]:
             f"weights file {path} holds a {type(content).__name__}; expected {_EXPECTED}"
         )
     return content
+
+
+def _readable(path: Path) -> Path | io.BytesIO:
+    """``path`` itself, or its decompressed bytes if it is an xz stream."""
+    with open(path, "rb") as handle:
+        compressed = handle.read(len(_XZ_MAGIC)) == _XZ_MAGIC
+    return io.BytesIO(lzma.decompress(path.read_bytes())) if compressed else path
 
 
 def load_state_dict_safely(path: str | Path) -> dict[str, Tensor]:
