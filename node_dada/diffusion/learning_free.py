@@ -92,16 +92,18 @@ def learning_free_ode(
     *,
     t_end: float,
     kappa: float = DEFAULT_KAPPA,
+    method: str = ODE_METHOD,
+    step_size: float | None = ODE_STEP_SIZE,
+    step_growth: float | None = None,
     **solver: Any,
 ) -> tuple[torch.Tensor, SolveInfo]:
     """Learning-free DADA as an ODE: the coefficients of :func:`learning_free_dada`,
-    the projected diffusion integrated to ``t_end`` by ``solve_ode`` (``solver``:
-    its keyword arguments; ``method``, ``step_size`` and ``step_growth`` default to
-    :func:`learning_free_solver`'s). Returns the depth in the units of ``source``
-    and the solve's ``SolveInfo``."""
+    the projected diffusion integrated to ``t_end`` by ``solve_ode`` with ``method``,
+    ``step_size`` and ``step_growth`` as :func:`learning_free_solver` settles them
+    (``solver``: the rest of its keyword arguments). Returns the depth in the units
+    of ``source`` and the solve's ``SolveInfo``."""
     source_s, depth0_s, shift, mask, cv, ch = _problem(guide, source, mask_lr, depth0, kappa)
-    steps = learning_free_solver(**{key: solver.pop(key) for key in
-                                    ("method", "step_size", "step_growth") if key in solver})
+    steps = learning_free_solver(method, step_size, step_growth)
     result, info = solve_ode(depth0_s, cv, ch, source_s, mask, t_end, **steps, **solver)
     return (result - shift if shift else result), info
 

@@ -57,16 +57,17 @@ def _fmt(value: object, digits: int = 4) -> str:
     return str(value)
 
 
-def _summary(aliases: dict[str, str], tables: dict[str, tuple[str, list[dict[str, str]]]]
-             ) -> list[str]:
-    """One line per shipped model: its validation MAE and, per evaluation table, its MAE
-    next to learning-free DADA's at the same scale."""
+def _summary(aliases: dict[str, str], tables: dict[str, tuple[str, list[dict[str, str]]]],
+             contents: dict[str, dict]) -> list[str]:
+    """One line per shipped model (``contents``: name -> its file's content): its
+    validation MAE and, per evaluation table, its MAE next to learning-free DADA's at
+    the same scale."""
     stems = list(tables)
     lines = ["| model | also | validation MAE (cm) | "
              + " | ".join(f"{stem} MAE (cm): model / learning-free" for stem in stems) + " |",
              "|---|---|---:|" + "---:|" * len(stems)]
-    for name in _shipped_by_scale():
-        meta = load_checkpoint_safely(resolve_checkpoint(name)).get("metadata", {})
+    for name, content in contents.items():
+        meta = content.get("metadata", {})
         cells = []
         for stem in stems:
             rows = tables[stem][1]
@@ -88,6 +89,8 @@ def render_card(out: Path, results: Path) -> str:
     aliases = read_aliases()
     tables = {path.stem: read_table(path)
               for path in sorted((_REPOSITORY / results).glob("*.csv"))}
+    contents = {name: load_checkpoint_safely(resolve_checkpoint(name))
+                for name in _shipped_by_scale()}
     lines = [
         "# Shipped models",
         "",
@@ -97,11 +100,10 @@ def render_card(out: Path, results: Path) -> str:
         "Load by name: `node_dada.upsample(guide, source, scale=8, checkpoint=NAME)` or "
         "`node-dada predict --checkpoint NAME ...`.",
         "",
-        *_summary(aliases, tables),
+        *_summary(aliases, tables, contents),
     ]
-    for name in _shipped_by_scale():
+    for name, content in contents.items():
         path = resolve_checkpoint(name)
-        content = load_checkpoint_safely(path)
         hp, meta = content["hyper_parameters"], content.get("metadata", {})
         other_names = [alias for alias, stem in aliases.items() if stem == name]
         solver = ("discrete iteration, unrolled backpropagation" if hp["solver"] == "discrete"
