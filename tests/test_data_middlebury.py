@@ -304,3 +304,77 @@ def test_datamodule_options_parse_from_yaml_style_arguments(tree):
     data = MiddleburyDataModule(**config.data)
     data.setup("test")
     assert len(data.datasets["test:eval"]) == 2 * 6  # Adirondack, two views
+
+
+def make_middeval3_scene(folder, *, seed=0):
+    """MiddEval3 training scene: im0/im1, disp0GT.pfm (inf = unknown), calib.txt."""
+    scene = make_2014_scene(folder, seed=seed)
+    (folder / "disp0.pfm").rename(folder / "disp0GT.pfm")
+    (folder / "disp1.pfm").unlink()
+    cv2.imwrite(str(folder / "mask0nocc.png"), np.full((H, W), 255, np.uint8))
+    return scene
+
+
+@pytest.fixture()
+def middeval3(tmp_path):
+    """<root>/MiddEval3/trainingQ with a test scene, its E variant, a P variant and train scenes."""
+    root = tmp_path / "downloads"
+    base = root / "MiddEval3" / "trainingQ"
+    made = {name: make_middeval3_scene(base / name, seed=seed) for seed, name in enumerate(
+        ["Adirondack", "Motorcycle", "MotorcycleE", "Playtable", "PlaytableP", "Jadeplant",
+         "PianoL"])}
+    return root, made
+
+
+def test_middeval3_split_rule_follows_the_base_scene():
+    assert middlebury_split("MotorcycleE") == "test"
+    assert middlebury_split("PlaytableP") == "val"
+    assert middlebury_split("PianoL") == "train"
+    assert middlebury_split("ShelvesE") == "val"
+    assert middlebury_split("Cloth1") == "train"
+
+
+def test_middeval3_layout_left_view_and_variants(middeval3):
+    root, made = middeval3
+    names = {split: _names(MiddleburyScenes(root, split=split)) for split in ("test", "val")}
+    # E and L variants repeat their base scene's im0 and ground truth: left out; P is kept
+    assert names["test"] == ["MiddEval3/trainingQ/Adirondack/view0",
+                             "MiddEval3/trainingQ/Motorcycle/view0"]
+    assert names["val"] == ["MiddEval3/trainingQ/Playtable/view0",
+                            "MiddEval3/trainingQ/PlaytableP/view0"]
+    train = MiddleburyScenes(root / "MiddEval3" / "trainingQ", split="train")
+    assert _names(train) == ["Jadeplant/view0"]  # a training{Q,H,F} folder itself works too
+    scene = MiddleburyScenes(root, split="test").load(0)
+    guide, disparity = made["Adirondack"][0]
+    np.testing.assert_allclose(scene.guide, guide / 255.0, atol=1e-6)
+    invalid = ~np.isfinite(disparity)
+    assert np.array_equal(np.isnan(scene.depth), invalid)
+    i, j = np.argwhere(~invalid)[5]
+    expected = CALIB["f"] * CALIB["baseline"] / (float(disparity[i, j]) + CALIB["doffs"])
+    assert scene.depth[i, j] == pytest.approx(expected, rel=1e-5)
+
+
+def test_middeval3_sizes_must_be_chosen_when_several(middeval3):
+    root, _ = middeval3
+    make_middeval3_scene(root / "MiddEval3" / "trainingH" / "Adirondack", seed=9)
+    with pytest.raises(ValueError, match="several sizes.*middeval3_size"):
+        MiddleburyScenes(root, split="test")
+    half = MiddleburyScenes(root, split="test", middeval3_size="H")
+    assert _names(half) == ["MiddEval3/trainingH/Adirondack/view0"]
+    with pytest.raises(DataError, match="no trainingF folder.*MiddEval3-data-F.zip"):
+        MiddleburyScenes(root, split="test", middeval3_size="F")
+    with pytest.raises(ValueError, match="middeval3_size: expected one of"):
+        MiddleburyScenes(root, split="test", middeval3_size="quarter")
+
+
+def test_several_roots_are_read_together(tree, middeval3):
+    root_0506, _ = tree
+    root_eval3, _ = middeval3
+    scenes = MiddleburyScenes([root_0506, root_eval3], split="test", missing_dmin="skip")
+    assert _names(scenes) == [
+        "2005/Reindeer/view1", "2005/Reindeer/view5", "2014/Adirondack-perfect/view0",
+        "2014/Adirondack-perfect/view1", "MiddEval3/trainingQ/Adirondack/view0",
+        "MiddEval3/trainingQ/Motorcycle/view0",
+    ]
+    with pytest.raises(ValueError, match="empty list"):
+        MiddleburyScenes([], split="test")

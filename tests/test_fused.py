@@ -173,6 +173,21 @@ def test_rkc_stages_match_torchdiffeq(dtype, step, growth):
 
 
 @needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("projection", ["multiplicative", "additive"])
+def test_euler_without_gradient_matches_torchdiffeq(dtype, projection):
+    """The no-gradient Euler solve (ODE training's lead-in, Euler models' inference) in
+    fused passes: the same steps and arithmetic as torchdiffeq's euler."""
+    depth0, cv, ch, source, mask = problem(batch=2, h=4, w=3, dtype=dtype)
+    with torch.no_grad():
+        (eager, eager_info), (fast, fast_info) = run_both(
+            lambda: solve_ode(depth0, cv, ch, source, mask, 30.0, projection=projection))
+    assert fast_info.nfe_forward == eager_info.nfe_forward == 125
+    rtol = 1e-6 if dtype == torch.float32 else 1e-13
+    torch.testing.assert_close(fast, eager, rtol=rtol, atol=0)
+
+
+@needs_numba
 @pytest.mark.parametrize(("grad_mode", "method"),
                          [("direct", "rk4"), ("checkpointed", "euler"), ("adjoint", "rkc")])
 def test_solve_gradients_match_eager(grad_mode, method):
@@ -212,10 +227,13 @@ def test_never_mode_and_missing_numba_fall_back_to_eager(monkeypatch):
 
     monkeypatch.setattr(fused, "discrete_iterate", refuse)
     monkeypatch.setattr(fused, "rkc_solve", refuse)
+    monkeypatch.setattr(fused, "euler_solve", refuse)
     monkeypatch.setattr(fused, "_field", refuse)
     with fused.using("never"):
         discrete_dada(depth0, cv, ch, source, mask, 5)
         solve_ode(depth0, cv, ch, source, mask, 8.0, method="rkc", step_size=4.0)
+        with torch.no_grad():
+            solve_ode(depth0, cv, ch, source, mask, 2.4)
     monkeypatch.setattr(fused, "njit", None)  # as when numba does not import
     assert not fused.available()
     with fused.using("always"):

@@ -166,24 +166,27 @@ class MiddleburyDataModule(GuidedDepthDataModule):
     """Middlebury 2005/2006/2014 (see :class:`~node_dada.data.middlebury.MiddleburyScenes`).
 
     Args:
-        root: parent of ``2005/ 2006/ 2014/`` or a flat folder of scenes.
+        root: parent of ``2005/ 2006/ 2014/``, a MiddEval3 tree, a flat folder of
+            scenes, or a list of those read together.
         years: year folders to use.
         target: ``"depth"`` (mm) or ``"disparity"`` (px; no ``dmin.txt`` needed).
         missing_dmin: ``"error"`` or ``"skip"`` 2005/2006 scenes without ``dmin.txt``.
         views: ``"both"`` (reference protocol) or ``"left"``.
         depth_scale: override the divisor (default 1122.7 mm or 45.2 px).
+        middeval3_size: ``"Q"``, ``"H"`` or ``"F"`` when a MiddEval3 root holds several.
         Other arguments: see :class:`GuidedDepthDataModule`.
     """
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | list[str],
         *,
         years: tuple[str, ...] = ("2005", "2006", "2014"),
         target: Literal["depth", "disparity"] = "depth",
         missing_dmin: Literal["error", "skip"] = "error",
         views: Literal["both", "left"] = "both",
         depth_scale: float | None = None,
+        middeval3_size: Literal["Q", "H", "F"] | None = None,
         scale: int = 8,
         crop_size: int | None = DEFAULT_CROP_SIZE,
         batch_size: int = 8,
@@ -212,7 +215,7 @@ class MiddleburyDataModule(GuidedDepthDataModule):
         self.root = root
         self.options = {
             "years": tuple(years), "target": target, "missing_dmin": missing_dmin,
-            "views": views, "depth_scale": depth_scale,
+            "views": views, "depth_scale": depth_scale, "middeval3_size": middeval3_size,
         }
 
     def scenes(self, split: Split) -> SceneSource:

@@ -5,7 +5,12 @@ Layouts (``root`` is either the parent of year folders or one folder of scenes):
     <root>/2005/<Scene>/view1.png view5.png disp1.png disp5.png dmin.txt
     <root>/2006/<Scene>/...        (same files as 2005)
     <root>/2014/<Scene>-perfect/im0.png im1.png disp0.pfm disp1.pfm calib.txt
-    # or flat: <root>/<Scene>/... (e.g. the ThirdSize folder of the 2005/2006 sets)
+    <root>/MiddEval3/training{Q,H,F}/<Scene>/im0.png disp0GT.pfm calib.txt
+    # or flat: <root>/<Scene>/... (e.g. the ThirdSize folder of the 2005/2006 sets,
+    # or one MiddEval3 training{Q,H,F} folder)
+
+``root`` may also be a list of such folders, which are read together (for
+example the 2005/2006 ThirdSize scenes and MiddEval3 ``trainingQ``).
 
 2005/2006: ``disp*.png`` values are the FULL-size disparity at every
 resolution (0 = unknown), ``dmin.txt`` the full-size offset, so
@@ -14,11 +19,19 @@ metric depth: it is refused, unless ``target="disparity"`` (learn on disparity
 in pixels) or ``missing_dmin="skip"``.
 2014: ``depth mm = f * baseline / (disp + doffs)`` from ``calib.txt``; ``inf``
 disparity = unknown; ``*-imperfect`` scenes are skipped.
+MiddEval3 (the 2014 scenes as the stereo evaluation ships them, at quarter,
+half or full size): the same formula with the ``calib.txt`` of that size, left
+view only (``disp0GT.pfm``, rows bottom-up, ``inf`` = unknown). The variants
+``<Scene>E`` and ``<Scene>L`` share ``im0.png`` and the ground truth with their
+base scene, so for single-view super-resolution they repeat it and are left
+out; ``<Scene>P`` (imperfect rectification, its own ground truth) is kept. A
+variant always follows its base scene's split.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -38,6 +51,7 @@ __all__ = [
     "MIDDLEBURY_DOWNLOAD",
     "MIDDLEBURY_TEST_SCENES",
     "MIDDLEBURY_VAL_SCENES",
+    "MIDDEVAL3_SIZES",
     "MiddleburyScenes",
     "disparity_to_depth_2005_2006",
     "middlebury_split",
@@ -58,25 +72,44 @@ MIDDLEBURY_TEST_SCENES = ("Reindeer", "Bowling1", "Bowling2", "Adirondack", "Mot
 MIDDLEBURY_VAL_SCENES = ("Moebius", "Lampshade1", "Lampshade2", "Shelves", "Playtable")
 MIDDLEBURY_DOWNLOAD = (
     "https://vision.middlebury.edu/stereo/data/ (2005: scenes2005/, 2006: scenes2006/, "
-    "2014: scenes2014/)"
+    "2014: scenes2014/; MiddEval3: https://vision.middlebury.edu/stereo/submit3/, the "
+    "MiddEval3-data-{Q,H,F}.zip and MiddEval3-GT0-{Q,H,F}.zip files unzipped into one folder)"
 )
+#: MiddEval3 sizes: quarter, half and full (``training{Q,H,F}`` folders).
+MIDDEVAL3_SIZES = ("Q", "H", "F")
+#: MiddEval3 variants: E (exposure) and L (lighting) repeat their base scene's left
+#: image and ground truth; P (imperfect rectification) has its own.
+_MIDDEVAL3_VARIANTS = {"E": False, "L": False, "P": True}
+_MIDDEVAL3_BASES = ("Adirondack", "ArtL", "Jadeplant", "Motorcycle", "Piano", "Pipes",
+                    "Playroom", "Playtable", "Recycle", "Shelves", "Teddy", "Vintage")
 _YEARS = ("2005", "2006", "2014")
 _LAYOUT = (
     "  <root>/2005/<Scene>/{view1,view5}.png {disp1,disp5}.png dmin.txt\n"
     "  <root>/2006/<Scene>/(same as 2005)\n"
     "  <root>/2014/<Scene>-perfect/{im0,im1}.png {disp0,disp1}.pfm calib.txt\n"
+    "  <root>/MiddEval3/training{Q,H,F}/<Scene>/im0.png disp0GT.pfm calib.txt\n"
     "  or a flat folder of scenes: <root>/<Scene>/..."
 )
 _FILES_0506 = ("view1.png", "view5.png", "disp1.png", "disp5.png")
 _FILES_2014 = ("im0.png", "im1.png", "disp0.pfm", "disp1.pfm", "calib.txt")
+_FILES_EVAL3 = ("im0.png", "disp0GT.pfm", "calib.txt")
+_REQUIRED = {"0506": _FILES_0506, "2014": _FILES_2014, "eval3": _FILES_EVAL3}
 
 Split = Literal["train", "val", "test", "all"]
 Target = Literal["depth", "disparity"]
 
 
+def _middeval3_variant(name: str) -> tuple[str, str | None]:
+    """``(base scene, variant letter)`` of a MiddEval3 folder name (letter None: no variant)."""
+    if name[-1:] in _MIDDEVAL3_VARIANTS and name[:-1] in _MIDDEVAL3_BASES:
+        return name[:-1], name[-1]
+    return name, None
+
+
 def middlebury_split(scene_dir_name: str) -> str:
-    """``"train"``, ``"val"`` or ``"test"`` for a scene folder name (``-perfect`` ignored)."""
-    base = scene_dir_name.removesuffix("-perfect")
+    """``"train"``, ``"val"`` or ``"test"`` for a scene folder name (``-perfect`` and
+    MiddEval3 variant letters ignored: a variant follows its base scene)."""
+    base, _ = _middeval3_variant(scene_dir_name.removesuffix("-perfect"))
     if base in MIDDLEBURY_TEST_SCENES:
         return "test"
     if base in MIDDLEBURY_VAL_SCENES:
@@ -129,7 +162,7 @@ def read_calibration(path: str | Path) -> dict[str, float]:
 @dataclass(frozen=True)
 class _View:
     name: str
-    kind: Literal["0506", "2014"]
+    kind: Literal["0506", "2014", "eval3"]
     folder: Path
     view: int
     dmin: float | None
@@ -139,8 +172,36 @@ def _scene_kind(folder: Path) -> str | None:
     names = {p.name for p in folder.iterdir()}
     if names & {"view1.png", "disp1.png", "dmin.txt"}:
         return "0506"
+    if "disp0GT.pfm" in names:
+        return "eval3"
     if names & {"im0.png", "disp0.pfm", "calib.txt"}:
         return "2014"
+    return None
+
+
+def _middeval3_folder(root: Path, size: str | None) -> Path | None:
+    """The ``training<size>`` folder under ``root`` (itself, ``root/training<size>`` or
+    ``root/MiddEval3/training<size>``), or None when ``root`` is no MiddEval3 tree."""
+    for parent in (root / "MiddEval3", root):
+        present = [s for s in MIDDEVAL3_SIZES if (parent / f"training{s}").is_dir()]
+        if not present:
+            continue
+        if size is None:
+            if len(present) > 1:
+                raise InputValueError(
+                    f"Middlebury: {parent} holds MiddEval3 at several sizes "
+                    f"({', '.join('training' + s for s in present)}); choose one with "
+                    f"middeval3_size={present[0]!r} (Q quarter, H half, F full)"
+                )
+            size = present[0]
+        if size not in present:
+            raise DataError(
+                f"Middlebury: {parent} has no training{size} folder (found "
+                f"{', '.join('training' + s for s in present)}); download "
+                f"MiddEval3-data-{size}.zip and MiddEval3-GT0-{size}.zip or choose "
+                f"middeval3_size={present[0]!r}"
+            )
+        return parent / f"training{size}"
     return None
 
 
@@ -158,7 +219,8 @@ class MiddleburyScenes:
     as in the reference protocol).
 
     Args:
-        root: parent of ``2005/``, ``2006/``, ``2014/`` or a flat folder of scenes.
+        root: parent of ``2005/``, ``2006/``, ``2014/``, a MiddEval3 tree, a flat
+            folder of scenes, or a list of those (read together, in order).
         split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
         years: year folders to use when ``root`` has them.
         target: ``"depth"`` (mm) or ``"disparity"`` (px, needs no ``dmin.txt``).
@@ -166,11 +228,13 @@ class MiddleburyScenes:
             2005/2006 scenes out) in depth mode.
         views: ``"both"`` (views 1 and 5 / 0 and 1) or ``"left"`` (view 1 / 0).
         depth_scale: divisor of the target; default 1122.7 (mm) or 45.2 (px).
+        middeval3_size: ``"Q"``, ``"H"`` or ``"F"``: which MiddEval3 ``training*``
+            folder to read when a root holds several (None: the only one present).
     """
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | Sequence[str | Path],
         *,
         split: Split = "train",
         years: tuple[str, ...] = _YEARS,
@@ -178,6 +242,7 @@ class MiddleburyScenes:
         missing_dmin: Literal["error", "skip"] = "error",
         views: Literal["both", "left"] = "both",
         depth_scale: float | None = None,
+        middeval3_size: str | None = None,
     ) -> None:
         if split not in ("train", "val", "test", "all"):
             raise InputValueError(f"split: expected train, val, test or all, got {split!r}")
@@ -190,9 +255,20 @@ class MiddleburyScenes:
         unknown = set(years) - set(_YEARS)
         if unknown:
             raise InputValueError(f"years: expected a subset of {_YEARS}, got {sorted(unknown)}")
-        self.root = require_dir(
-            root, what="Middlebury", layout=_LAYOUT, download=MIDDLEBURY_DOWNLOAD
-        )
+        if middeval3_size is not None and middeval3_size not in MIDDEVAL3_SIZES:
+            raise InputValueError(
+                f"middeval3_size: expected one of {MIDDEVAL3_SIZES} or None, got "
+                f"{middeval3_size!r}"
+            )
+        roots = [root] if isinstance(root, (str, Path)) else list(root)
+        if not roots:
+            raise InputValueError("root: expected a folder or a list of folders, got an empty list")
+        self.roots = [
+            require_dir(r, what="Middlebury", layout=_LAYOUT, download=MIDDLEBURY_DOWNLOAD)
+            for r in roots
+        ]
+        self.root = self.roots[0]
+        self._middeval3_size = middeval3_size
         self.split = split
         self.target = target
         self.unit = "mm" if target == "depth" else "px"
@@ -204,11 +280,16 @@ class MiddleburyScenes:
         self._shapes: dict[int, tuple[int, int]] = {}
 
     def _scene_folders(self, years: tuple[str, ...]) -> list[tuple[str, Path]]:
-        year_dirs = [self.root / y for y in _YEARS if (self.root / y).is_dir()]
-        if year_dirs:
-            parents = [(y, self.root / y) for y in years if (self.root / y).is_dir()]
-        else:
-            parents = [("", self.root)]
+        parents: list[tuple[str, Path]] = []
+        for root in self.roots:
+            year_dirs = [root / y for y in _YEARS if (root / y).is_dir()]
+            eval3 = _middeval3_folder(root, self._middeval3_size)
+            if year_dirs:
+                parents += [(y, root / y) for y in years if (root / y).is_dir()]
+            if eval3 is not None:
+                parents.append((f"MiddEval3/{eval3.name}", eval3))
+            if not year_dirs and eval3 is None:
+                parents.append(("", root))
         folders = []
         for prefix, parent in parents:
             for folder in sorted(parent.iterdir()):
@@ -229,9 +310,12 @@ class MiddleburyScenes:
                 continue
             if folder.name.endswith("-imperfect"):
                 continue
+            variant = _middeval3_variant(folder.name)[1] if kind == "eval3" else None
+            if variant is not None and not _MIDDEVAL3_VARIANTS[variant]:
+                continue  # E/L variants repeat their base scene's im0 and ground truth
             if self.split != "all" and middlebury_split(folder.name) != self.split:
                 continue
-            required = _FILES_0506 if kind == "0506" else _FILES_2014
+            required = _REQUIRED[kind]
             missing = [name for name in required if not (folder / name).is_file()]
             if missing:
                 raise DataError(
@@ -251,9 +335,12 @@ class MiddleburyScenes:
                         "target='disparity', or missing_dmin='skip' to leave such scenes out"
                     )
                 dmin = read_number(folder / "dmin.txt", what=f"Middlebury {folder.name} dmin")
-            numbers = ((1, 5) if views == "both" else (1,)) if kind == "0506" else (
-                (0, 1) if views == "both" else (0,)
-            )
+            if kind == "0506":
+                numbers = (1, 5) if views == "both" else (1,)
+            elif kind == "2014":
+                numbers = (0, 1) if views == "both" else (0,)
+            else:
+                numbers = (0,)  # MiddEval3 ships ground truth for the left view only
             label = f"{prefix}/{folder.name}" if prefix else folder.name
             for view in numbers:
                 found.append(_View(f"{label}/view{view}", kind, folder, view, dmin))
@@ -273,7 +360,8 @@ class MiddleburyScenes:
                 if skipped else ""
             )
             raise DataError(
-                f"Middlebury: found no scene of split {self.split!r} under {self.root}{reason}.\n"
+                f"Middlebury: found no scene of split {self.split!r} under "
+                f"{', '.join(map(str, self.roots))}{reason}.\n"
                 f"Expected layout:\n{_LAYOUT}\nDownload: {MIDDLEBURY_DOWNLOAD}"
             )
         return found
@@ -308,7 +396,8 @@ class MiddleburyScenes:
             else:
                 depth = np.where(disparity > 0, disparity, np.nan).astype(np.float32)
         else:
-            disparity = read_pfm(view.folder / f"disp{view.view}.pfm", what=f"{what} disparity")
+            name = "disp0GT.pfm" if view.kind == "eval3" else f"disp{view.view}.pfm"
+            disparity = read_pfm(view.folder / name, what=f"{what} disparity")
             if disparity.ndim != 2:
                 raise DataError(f"{what}: expected a single-channel PFM, got {disparity.shape}")
             valid = np.isfinite(disparity)

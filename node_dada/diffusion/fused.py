@@ -852,3 +852,41 @@ def rkc_solve(
         spares = [a for a in spares if a is not prev] + [state]
         state = prev
     return torch.from_numpy(state).unsqueeze(1), nfe
+
+
+def euler_solve(
+    y0: torch.Tensor,
+    cv: torch.Tensor,
+    ch: torch.Tensor,
+    mask_lr: torch.Tensor,
+    scale: int,
+    projection: str,
+    knots: torch.Tensor,
+) -> tuple[torch.Tensor, int]:
+    """Forward Euler over the time grid ``knots``, one fused pass per step; no autograd.
+
+    Each step is ``y + dt * f(y)``, the arithmetic of torchdiffeq's ``euler`` on
+    ``projected_field`` (the field and the update in one pass, like the first RKC
+    stage). This is the no-gradient lead-in of ODE training and the inference of
+    Euler-trained models without a Python-level loop. Returns the final state and
+    the number of function evaluations.
+    """
+    _require_fit(y0, cv, ch, mask_lr, scale)
+    _threads()
+    state = y0.detach().contiguous().clone().numpy()[:, 0]
+    spare = np.empty_like(state)
+    f0 = np.empty_like(state)
+    cv_a, ch_a = _array(cv), _array(ch)
+    mask_a = _array(mask_lr.to(torch.bool))
+    dtype = state.dtype
+    multiplicative = projection == "multiplicative"
+    area = _scalar(dtype, scale * scale)
+    zero = _scalar(dtype, 0)
+    work, acc, acc_i = _workspace(state, mask_a, 4)
+    times = knots.tolist()
+    for t0, t1 in zip(times[:-1], times[1:], strict=True):
+        _field_pass(1, state, state, state, f0, cv_a, ch_a, mask_a, scale, area,
+                    multiplicative, zero, zero, zero, _scalar(dtype, t1 - t0), zero, False,
+                    work, acc, acc_i, spare)
+        state, spare = spare, state
+    return torch.from_numpy(state).unsqueeze(1), len(times) - 1

@@ -681,6 +681,10 @@ def solve_ode(
                                       stages=options.get("stages"),
                                       spectral_radius=options.get("spectral_radius"))
         func.nfe += nfe
+    elif not needs_grad and method == "euler" and func.fused and max_nfe is None:
+        # the whole Euler grid in fused passes, one per step (same arithmetic as torchdiffeq)
+        y_end, nfe = _fused.euler_solve(y0, cv, ch, mask, scale, projection, plan.knots)
+        func.nfe += nfe
     elif not needs_grad or grad_mode == "direct":
         whole = _Plan(plan.method, plan.fixed, plan.knots, [(0, len(plan.knots) - 1)],
                       plan.options, plan.rtol, plan.atol)
