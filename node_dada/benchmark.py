@@ -80,6 +80,9 @@ __all__ = [
     "raw_guide",
     "report_error",
     "run_benchmark",
+    "CropError",
+    "crop_pivot",
+    "write_crop_errors",
 ]
 
 _log = logging.getLogger(__name__)
@@ -147,9 +150,12 @@ def raw_guide(guide: torch.Tensor) -> torch.Tensor:
     return ((guide - offset) / gain).clamp(0.0, 1.0)
 
 
-def load_scenes(dataset: str, *, root: Path | None = None, split: str = "test") -> SceneSource:
+def load_scenes(dataset: str, *, root: Path | Sequence[Path] | None = None,
+                split: str = "test") -> SceneSource:
     """The scenes of ``split``: Middlebury scenes with metric depth (those without
-    ``dmin.txt`` are left out, and logged) or the embedded Motorcycle scene."""
+    ``dmin.txt`` are left out, and logged) from one folder or several read together
+    (e.g. the 2005/2006 ThirdSize folder and MiddEval3), or the embedded Motorcycle
+    scene."""
     if dataset == "motorcycle":
         if root is not None:
             raise InputValueError(
@@ -159,15 +165,19 @@ def load_scenes(dataset: str, *, root: Path | None = None, split: str = "test") 
         return MotorcycleScenes()
     if dataset != "middlebury":
         raise InputValueError(f"--dataset: expected one of {', '.join(DATASETS)}, got {dataset!r}")
-    root = (DEFAULT_MIDDLEBURY_ROOT if root is None else root).resolve()
-    if not root.is_dir():
-        raise DataError(
-            f"--root: no folder at {root}; point it to the Middlebury 2005/2006 ThirdSize "
-            "folder (../shared/data/middlebury0506/ThirdSize, see its SOURCES.md)"
-        )
+    roots = [DEFAULT_MIDDLEBURY_ROOT] if root is None else (
+        [root] if isinstance(root, Path) else list(root))
+    roots = [folder.resolve() for folder in roots]
+    for folder in roots:
+        if not folder.is_dir():
+            raise DataError(
+                f"--root: no folder at {folder}; point it to the Middlebury 2005/2006 ThirdSize "
+                "folder (../shared/data/middlebury0506/ThirdSize, see its SOURCES.md) and/or "
+                "a MiddEval3 tree"
+            )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        scenes = MiddleburyScenes(root, split=split, missing_dmin="skip")
+        scenes = MiddleburyScenes(roots, split=split, missing_dmin="skip")
     for warning in caught:
         _log.info("%s", warning.message)
     return scenes
@@ -316,6 +326,17 @@ def method_specs(
 # --- evaluation ---------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class CropError:
+    """One method's error on one crop (a whole image with ``--crop-size 0``)."""
+
+    scale: int
+    crop: str
+    method: str
+    mae_cm: float
+    valid_pixels: int
+
+
 @dataclass
 class BenchmarkRow:
     """One line of the table: a method at a scale over all crops of the split."""
@@ -408,12 +429,14 @@ def run_benchmark(
     aggregation: Aggregation = "pixel",
     figure_crops: int = DEFAULT_FIGURE_CROPS,
     progress: bool = True,
+    per_crop: list[CropError] | None = None,
 ) -> tuple[list[BenchmarkRow], dict[int, list[FigureCrop]]]:
     """Evaluate every method of ``specs`` on the crops of ``scenes`` at each scale.
 
     Returns the table rows (scale-major, methods in the given order) and, per
     scale, ``figure_crops`` crops spread evenly over the set (first and last
-    included) with every method's prediction.
+    included) with every method's prediction. ``per_crop``, when given, receives
+    each method's error on each crop.
     """
     names = [spec.name for spec in specs]
     counts = {s: count_crops(scenes, scale=s, crop_size=crop_size, limit=limit) for s in scales}
@@ -462,6 +485,12 @@ def run_benchmark(
                             seconds += estimate_s
                     tally = tallies[spec.name]
                     errors = tally.accumulator.update(prediction, crop.target)
+                    if per_crop is not None:
+                        valid = torch.isfinite(crop.target)
+                        difference = (prediction.detach() - crop.target)[valid].double()
+                        per_crop.append(CropError(scale, crop.name, spec.name,
+                                                  float(difference.abs().mean()) / 10.0,
+                                                  int(valid.sum())))
                     tally.seconds += seconds
                     tally.megapixels += crop.megapixels
                     tally.crops += 1
@@ -515,6 +544,38 @@ def write_csv(rows: Sequence[BenchmarkRow], path: Path, command: str) -> None:
         writer.writerows(row.as_csv() for row in rows)
 
 
+def write_crop_errors(errors: Sequence[CropError], path: Path, command: str) -> None:
+    """Per-crop errors as CSV, its first line ``# command: <command>``."""
+    with path.open("w", newline="") as handle:
+        handle.write(f"# command: {command}\n")
+        writer = csv.writer(handle)
+        writer.writerow(["scale", "crop", "method", "mae_cm", "valid_pixels"])
+        for error in errors:
+            writer.writerow([error.scale, error.crop, error.method, f"{error.mae_cm:.6g}",
+                             error.valid_pixels])
+
+
+def crop_pivot(errors: Sequence[CropError], reference: str = "dada") -> list[str]:
+    """Markdown: MAE per crop and method, and each method's change against
+    ``reference`` (learning-free DADA) on that crop."""
+    methods = list(dict.fromkeys(e.method for e in errors))
+    others = [m for m in methods if m != reference] if reference in methods else []
+    keys = list(dict.fromkeys((e.scale, e.crop) for e in errors))
+    mae = {(e.scale, e.crop, e.method): e.mae_cm for e in errors}
+    header = "| scale | image | " + " | ".join(methods)
+    header += "".join(f" | {m} vs {reference}" for m in others) + " |"
+    lines = [header, "|---:|---|" + "---:|" * (len(methods) + len(others))]
+    for scale, crop in keys:
+        cells = [f"{mae[scale, crop, m]:.4f}" if (scale, crop, m) in mae else "-"
+                 for m in methods]
+        for m in others:
+            base, value = mae.get((scale, crop, reference)), mae.get((scale, crop, m))
+            cells.append("-" if base is None or value is None
+                         else f"{100.0 * (value - base) / base:+.1f} %")
+        lines.append(f"| x{scale} | {crop} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def mae_pivot(rows: Sequence[BenchmarkRow]) -> list[str]:
     """Markdown table: one line per method, MAE (cm) per scale, best per scale in bold."""
     scales = sorted({row.scale for row in rows})
@@ -548,8 +609,10 @@ def write_markdown(
     scene_names: Sequence[str],
     figures: Sequence[str],
     load: tuple[float, float] | None = None,
+    per_crop: Sequence[CropError] = (),
 ) -> str:
-    """The table as Markdown with the command, the protocol and the figures.
+    """The table as Markdown with the command, the protocol and the figures
+    (and the per-crop errors, when given).
 
     ``load``: the machine's 1-minute load average at the start and end of the
     run, reported next to the timings (which other work on the machine inflates).
@@ -603,6 +666,12 @@ def write_markdown(
             f"{row.rmse_cm:.2f} | {row.s_per_mpix:.2f} | {row.nfe or '-'} | {row.crops} | "
             f"{row.valid_pixels} | {detail} |"
         )
+    if per_crop:
+        what = "image" if size == "full" else "crop"
+        lines += ["", f"## MAE (cm) per {what}", "",
+                  f"Change against learning-free DADA (`dada`) on the same {what}; negative "
+                  f"is better. All values: `{path.stem}_per_{what}.csv`.", "",
+                  *crop_pivot(per_crop)]
     if figures:
         lines += ["", "## Figures", ""]
         lines += [f"![{name}]({name})" for name in figures]
@@ -744,9 +813,10 @@ def build_parser(prog: str = "node-dada benchmark") -> argparse.ArgumentParser:
     )
     parser.add_argument("--dataset", required=True, choices=DATASETS)
     parser.add_argument(
-        "--root", type=Path, default=None,
-        help="Middlebury folder (default: ../shared/data/middlebury0506/ThirdSize from the "
-        "repository root); not used by motorcycle",
+        "--root", type=Path, nargs="+", default=None,
+        help="Middlebury folder(s), read together (default: "
+        "../shared/data/middlebury0506/ThirdSize from the repository root; add "
+        "../shared/data/middlebury2014 for MiddEval3); not used by motorcycle",
     )
     parser.add_argument("--split", default="test", choices=("test", "val", "train"),
                         help="Middlebury split (default test); motorcycle is one scene")
@@ -776,6 +846,9 @@ def build_parser(prog: str = "node-dada benchmark") -> argparse.ArgumentParser:
     )
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default: torch's choice); recorded in the .md")
+    parser.add_argument("--per-image", action="store_true",
+                        help="also report each method's MAE on each crop (each image with "
+                        "--crop-size 0): <out>/<dataset>_per_image.csv and a table in the .md")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -801,6 +874,7 @@ def main(argv: list[str] | None = None) -> int:
         crop_size = args.crop_size or None
         split = args.split if args.dataset == "middlebury" else "test"
         load_start = _load_average()
+        per_crop: list[CropError] | None = [] if args.per_image else None
         rows, figures = run_benchmark(
             scenes,
             dataset=args.dataset,
@@ -812,6 +886,7 @@ def main(argv: list[str] | None = None) -> int:
             aggregation=args.aggregation,
             figure_crops=args.figure_crops,
             progress=not args.no_progress,
+            per_crop=per_crop,
         )
         if not rows:
             raise InputValueError("the selected crops hold no valid pixel; nothing to report")
@@ -820,6 +895,9 @@ def main(argv: list[str] | None = None) -> int:
     command = f"{prog} {shlex.join(argv)}"
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, args.out / f"{args.dataset}.csv", command)
+    what = "image" if crop_size is None else "crop"
+    if per_crop is not None:
+        write_crop_errors(per_crop, args.out / f"{args.dataset}_per_{what}.csv", command)
     figure_names = []
     for scale, crops in figures.items():
         if crops:
@@ -838,6 +916,7 @@ def main(argv: list[str] | None = None) -> int:
         scene_names=scene_names,
         figures=figure_names,
         load=None if load_start is None else (load_start, _load_average() or math.nan),
+        per_crop=per_crop or (),
     )
     sys.stdout.write("\n" + text + f"\nWritten to {args.out}/\n")
     return 0

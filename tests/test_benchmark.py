@@ -128,6 +128,24 @@ def test_a_checkpoint_with_a_scale_runs_only_at_that_scale(tmp_path: Path) -> No
     assert "| x8 |  |" in (tmp_path / "motorcycle.md").read_text()  # no x4 cell
 
 
+def test_per_image_errors_match_a_one_crop_run_and_compare_with_dada(tmp_path: Path) -> None:
+    argv = ["--dataset", "motorcycle", "--scales", "4", "--methods", "bicubic", "dada",
+            "--dada-iters", "20", "--limit", "2", "--crop-size", "64", "--figure-crops", "0",
+            "--no-progress", "--per-image"]
+    assert benchmark.main([*argv, "--out", str(tmp_path / "two")]) == 0
+    command, rows = read_table(tmp_path / "two" / "motorcycle_per_crop.csv")
+    assert "--per-image" in command
+    assert [row["method"] for row in rows] == ["bicubic", "dada"] * 2
+    # the first crop alone: its per-crop MAE is the pooled MAE of a one-crop run
+    assert benchmark.main([*argv[:-1], "--limit", "1", "--out", str(tmp_path / "one")]) == 0
+    _, pooled = read_table(tmp_path / "one" / "motorcycle.csv")
+    for row, one in zip(rows[:2], pooled, strict=True):
+        assert float(row["mae_cm"]) == pytest.approx(float(one["mae_cm"]), rel=1e-4)
+    text = (tmp_path / "two" / "motorcycle.md").read_text()
+    first = float(rows[0]["mae_cm"]) / float(rows[1]["mae_cm"]) - 1
+    assert "## MAE (cm) per crop" in text and f"{100 * first:+.1f} %" in text
+
+
 def test_trained_checkpoint_joins_as_a_method(tmp_path: Path) -> None:
     from node_dada.models import DADAModule, export_model
 

@@ -29,6 +29,7 @@ from node_dada.diffusion import (
     discrete_dada,
     discrete_dada_two_phase,
     edge_coefficients,
+    perona_malik,
     shift_positive,
     solve_ode,
 )
@@ -42,6 +43,8 @@ _log = logging.getLogger(__name__)
 
 #: The reference scales the L1 loss by 10.
 LOSS_WEIGHT = 10.0
+#: Bound of the ``kappa_map`` log-gains.
+_MAX_LOG_GAIN = 6.0
 _STAGES = ("val", "test")
 
 
@@ -71,6 +74,14 @@ class DADAModule(L.LightningModule):
             skipped (no parameter update; logged with the solver, method and lead-in that
             produced them) before training stops with a ``SolverError``; 0 stops at the
             first. The last good checkpoint is kept either way.
+        residual: features are the extractor's output plus ``cat(guide, I0)`` (the
+            learning-free ones), so training starts from learning-free DADA.
+        kappa_map: the extractor predicts a local edge sensitivity instead of features:
+            two log-gains ``a_v, a_h`` per pixel scale the learning-free edge strengths,
+            ``cv = g(exp(a_v) * mean_k |grad_v cat(guide, I0)|, kappa)`` (a spatially
+            varying ``kappa``, one per direction). The gains start at 0 (learning-free
+            DADA) and need not be sharp: the edges' positions come from the guide, the
+            network decides which of them are depth edges (docs/training.md).
     """
 
     def __init__(
@@ -100,6 +111,7 @@ class DADAModule(L.LightningModule):
         depth_scale: float = 1122.7,
         max_nonfinite_steps: int = 0,
         residual: bool = False,
+        kappa_map: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -117,12 +129,16 @@ class DADAModule(L.LightningModule):
                 f"metric_aggregation: expected 'pixel' or 'batch', got {metric_aggregation!r}"
             )
         self.learning_free = extractor == "none"
-        if residual and self.learning_free:
-            raise InputValueError("residual: needs a learned extractor, got extractor='none'")
-        features = {"out_channels": guide_channels + 1} if residual else {}
+        if (residual or kappa_map) and self.learning_free:
+            raise InputValueError(
+                "residual, kappa_map: need a learned extractor, got extractor='none'")
+        if residual and kappa_map:
+            raise InputValueError("residual, kappa_map: choose one of the two, got both")
+        features = ({"out_channels": guide_channels + 1} if residual
+                    else {"out_channels": 2} if kappa_map else {})
         self.extractor = build_extractor(extractor, in_channels=guide_channels + 1,
                                          pretrained=pretrained, **features)
-        if residual:
+        if residual or kappa_map:
             # zero head: training starts exactly from the learning-free coefficients
             nn.init.zeros_(self.extractor.head.weight)
             if self.extractor.head.bias is not None:
@@ -150,12 +166,29 @@ class DADAModule(L.LightningModule):
         texture edges of the guide, add depth edges it lacks)."""
         if self.learning_free:
             features = torch.cat([guide, depth0], dim=1)
+        elif self.hparams.get("kappa_map", False):
+            return self._mapped_coefficients(guide, depth0)
         else:
             centred = depth0 - depth0.mean(dim=(1, 2, 3), keepdim=True)
             features = self.extractor(torch.cat([guide, centred], dim=1))
             if self.hparams.residual:
                 features = features + torch.cat([guide, depth0], dim=1)
         return edge_coefficients(features, self.log_kappa.exp())
+
+    def _mapped_coefficients(self, guide: torch.Tensor, depth0: torch.Tensor):
+        """``kappa_map``: learning-free edge strengths times learned local gains."""
+        centred = depth0 - depth0.mean(dim=(1, 2, 3), keepdim=True)
+        gains = self.extractor(torch.cat([guide, centred], dim=1))
+        # bounded log-gains (|a| < 6, a factor of 400 either way): no overflow early on
+        gains = _MAX_LOG_GAIN * torch.tanh(gains / _MAX_LOG_GAIN)
+        features = torch.cat([guide, depth0], dim=1)
+        strength_v = (features[:, :, 1:] - features[:, :, :-1]).abs().mean(dim=1, keepdim=True)
+        strength_h = (features[..., 1:] - features[..., :-1]).abs().mean(dim=1, keepdim=True)
+        gain_v = 0.5 * (gains[:, :1, 1:] + gains[:, :1, :-1])
+        gain_h = 0.5 * (gains[:, 1:, :, 1:] + gains[:, 1:, :, :-1])
+        kappa = self.log_kappa.exp()
+        return (perona_malik(strength_v * gain_v.exp(), kappa),
+                perona_malik(strength_h * gain_h.exp(), kappa))
 
     def forward(self, batch: Batch, *, train: bool = False) -> tuple[torch.Tensor, dict]:
         """Predict scaled depth (B, 1, H, W); ``train`` draws the random lead-in."""
