@@ -57,3 +57,38 @@ def test_kappa_map_and_residual_are_exclusive_and_need_an_extractor() -> None:
         DADAModule(extractor="light", kappa_map=True, residual=True)
     with pytest.raises(InputValueError, match="kappa_map"):
         DADAModule(extractor="none", kappa_map=True)
+
+
+def test_rkc_lead_in_draws_the_start_with_growing_rkc_steps(monkeypatch) -> None:
+    import node_dada.models.dada_module as module
+
+    calls = []
+    real = module.solve_ode
+
+    def recording(*args, **kwargs):
+        calls.append((args[5], kwargs.get("method"), kwargs.get("step_growth"),
+                      kwargs.get("grad_mode")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "solve_ode", recording)
+    model = DADAModule(extractor="light", kappa_map=True, solver="ode", grad_mode="adjoint",
+                       lead_in=400, train_iter=4, lead_in_solver="rkc")
+    gen = torch.Generator().manual_seed(0)
+    source = torch.rand(2, 1, 4, 4, generator=gen) + 1
+    depth0 = torch.nn.functional.interpolate(source, scale_factor=8, mode="bicubic")
+    cv, ch = model.coefficients(torch.rand(2, 3, 32, 32, generator=gen), depth0)
+    mask = torch.ones_like(source, dtype=torch.bool)
+    depth, info = model._forward_ode(depth0, cv, ch, source, mask, train=True)
+    (lead, method, growth, _), (horizon, train_method, _, mode) = calls
+    assert 0 < lead < 0.24 * 400 and info["lead_in"] == lead
+    assert (method, growth) == ("rkc", 1.5)
+    assert train_method == "euler" and mode == "adjoint" and horizon == pytest.approx(0.24 * 4)
+    depth.sum().backward()  # the horizon with gradient still reaches the coefficients
+    assert model.extractor.head.weight.grad.abs().sum() > 0
+
+
+def test_lead_in_solver_is_checked() -> None:
+    with pytest.raises(InputValueError, match="expected 'training' or 'rkc'"):
+        DADAModule(extractor="light", solver="ode", grad_mode="adjoint", lead_in_solver="euler")
+    with pytest.raises(InputValueError, match="discrete solver"):
+        DADAModule(extractor="light", lead_in_solver="rkc")
