@@ -20,6 +20,7 @@ import argparse
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from node_dada.errors import DataError, NodeDadaError
 
@@ -51,18 +52,59 @@ def _error_message(error: BaseException) -> str:
     return _one_line(text)
 
 
-def _newest_checkpoint(ckpt_path: object, dirpath: object) -> object:
-    """``--ckpt_path last`` -> the newest checkpoint file in ``--checkpoint.dirpath``.
+def _run_base(config: Any) -> Path:
+    """Where the runs of ``config`` keep their checkpoints when ``checkpoint.dirpath`` is
+    unset: ``<logger save_dir>/<name>/version_*/checkpoints`` (Lightning's layout), else
+    ``<default_root_dir>/lightning_logs/version_*/checkpoints``: the folder that holds
+    the ``version_*`` folders."""
+    root = Path(str(config.get("trainer.default_root_dir") or "."))
+    logger = config.get("trainer.logger")
+    if isinstance(logger, list):
+        logger = logger[0] if logger else None
+    init = getattr(logger, "init_args", None) if logger not in (None, True, False) else None
+    if init is not None:
+        save_dir = Path(str(init.get("save_dir") or root))
+        name = init.get("name")
+        base = save_dir / str(name) if name else save_dir
+    else:
+        base = root / "lightning_logs"
+    return base
 
-    Lightning saves an epoch's checkpoint, then ``last.ckpt``; a run killed between
-    the two has a newer checkpoint than ``last.ckpt`` (or none at all, if it was the
-    first), and Lightning's ``last`` would ignore it.
+
+def _newest_checkpoint(ckpt_path: object, dirpath: object, config: Any = None, *,
+                       required: bool = False) -> object:
+    """``--ckpt_path last`` -> the newest checkpoint file of the run.
+
+    With ``--checkpoint.dirpath`` that folder is searched, else every version folder
+    of the run's logger (the shipped configs set none: Lightning itself would look in
+    a new, empty version folder and silently start or test from scratch). Lightning
+    saves an epoch's checkpoint, then ``last.ckpt``; a run killed between the two has
+    a newer checkpoint than ``last.ckpt`` (or none at all, if it was the first), and
+    Lightning's ``last`` would ignore it.
+
+    Nothing found: ``fit`` starts a new run (``--ckpt_path last`` means "start or
+    resume", so one command serves a job that is restarted until it ends); with
+    ``required`` (validate, test, predict) it is an error.
     """
-    if str(ckpt_path) != "last" or not dirpath or not Path(str(dirpath)).is_dir():
+    if str(ckpt_path) != "last":
         return ckpt_path
-    found = sorted(Path(str(dirpath)).glob("*.ckpt"),
+    if dirpath:
+        folders, where = [Path(str(dirpath))], str(dirpath)
+    elif config is not None:
+        base = _run_base(config)
+        folders, where = sorted(base.glob("version_*/checkpoints")), f"{base}/version_*/checkpoints"
+    else:
+        return ckpt_path
+    found = sorted((path for folder in folders if folder.is_dir()
+                    for path in folder.glob("*.ckpt")),
                    key=lambda p: (p.stat().st_mtime_ns, p.name.startswith("last")))
-    return str(found[-1]) if found else ckpt_path
+    if not found and not required:
+        return ckpt_path
+    if not found:
+        raise DataError(
+            f"--ckpt_path last: found no checkpoint in {where}; train first (node-dada fit "
+            "with the same config) or pass --ckpt_path PATH to a .ckpt file")
+    return str(found[-1])
 
 
 def _check_ckpt_path(ckpt_path: object) -> None:
@@ -96,8 +138,9 @@ def run_lightning_cli(argv: list[str]) -> None:
             if subcommand:
                 config = self.config[subcommand]
                 if "ckpt_path" in config:
-                    config["ckpt_path"] = _newest_checkpoint(config.get("ckpt_path"),
-                                                             config.get("checkpoint.dirpath"))
+                    config["ckpt_path"] = _newest_checkpoint(
+                        config.get("ckpt_path"), config.get("checkpoint.dirpath"), config,
+                        required=subcommand != "fit")
                 _check_ckpt_path(config.get("ckpt_path"))
 
         def instantiate_trainer(self, **kwargs):  # noqa: ANN003, ANN202

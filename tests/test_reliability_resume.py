@@ -278,3 +278,47 @@ def test_same_seed_and_config_give_identical_metrics(pairs, tmp_path, monkeypatc
     assert maes[0] == maes[1]
     assert "last.ckpt" in written
     record_property("determinism", json.dumps({"runs": 2, "steps": 4, "test_mae_cm": maes}))
+
+
+def test_ckpt_path_last_finds_the_run_without_a_checkpoint_dirpath(tmp_path):
+    """The shipped configs set no checkpoint.dirpath: ``last`` searches the logger's
+    version folders, and test/validate/predict refuse to run without a checkpoint."""
+    from jsonargparse import Namespace
+
+    from node_dada.cli import _newest_checkpoint
+    from node_dada.errors import DataError
+
+    logger = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                       init_args=Namespace(save_dir=str(tmp_path / "runs"), name="x8"))
+    config = Namespace(trainer=Namespace(default_root_dir=str(tmp_path), logger=logger))
+    assert _newest_checkpoint("last", None, config) == "last"  # fit: start a new run
+    with pytest.raises(DataError, match=r"found no checkpoint in .*runs/x8.*train first"):
+        _newest_checkpoint("last", None, config, required=True)
+    old = tmp_path / "runs" / "x8" / "version_0" / "checkpoints" / "last.ckpt"
+    new = tmp_path / "runs" / "x8" / "version_1" / "checkpoints" / "last.ckpt"
+    for path, offset in ((old, 0), (new, 10**9)):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+        os.utime(path, ns=(time.time_ns() + offset, time.time_ns() + offset))
+    (tmp_path / "runs" / "x8" / "version_2").mkdir()  # a failed start: no checkpoints
+    assert _newest_checkpoint("last", None, config, required=True) == str(new)
+    # no logger: Lightning's default folder under default_root_dir
+    plain = Namespace(trainer=Namespace(default_root_dir=str(tmp_path), logger=None))
+    default = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "epoch=0.ckpt"
+    default.parent.mkdir(parents=True)
+    default.write_bytes(b"x")
+    assert _newest_checkpoint("last", None, plain) == str(default)
+
+
+def test_test_with_ckpt_path_last_and_no_run_is_one_line_and_exit_2(tmp_path, capfd):
+    from node_dada.cli import main
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "model: {extractor: light}\n"
+        "data: {class_path: node_dada.data.FolderDataModule, init_args: {root: "
+        f"{tmp_path}}}}}\n"
+        f"trainer: {{default_root_dir: {tmp_path}, logger: false}}\n")
+    assert main(["test", "--config", str(config), "--ckpt_path", "last"]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--ckpt_path last: found no checkpoint" in err[0]
