@@ -1,4 +1,4 @@
-"""The user's one-liner: ``node_dada.upsample(guide, source, scale=...)`` (DESIGN.md s. 9)."""
+"""The user's one-liner: ``node_dada.upsample(guide, source, scale=...)`` (docs/design.md s. 9)."""
 
 from __future__ import annotations
 

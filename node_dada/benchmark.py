@@ -1,5 +1,5 @@
 """``node-dada benchmark``: every method on the same deterministic test crops, in
-one table (issue 6, DESIGN.md section 7).
+one table (issue 6, docs/design.md section 7).
 
     python -m node_dada.benchmark --dataset middlebury --scales 4 8 16 32 \\
         --methods bicubic guided_filter joint_bilateral fast_global_smoother \\

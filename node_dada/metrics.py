@@ -1,4 +1,4 @@
-"""Depth errors in physical units (DESIGN.md section 7).
+"""Depth errors in physical units (docs/design.md section 7).
 
 Inputs are depth maps in millimetres; errors are reported in centimetres over
 the valid high-resolution pixels.

@@ -1,5 +1,5 @@
 """``node-dada sweep configs/sweeps/<name>.yaml``: an ablation grid as one command
-(DESIGN.md sections 4, 7 and 8).
+(docs/design.md sections 4, 7 and 8).
 
 A sweep spec names a kind of measurement and a grid of cells::
 

@@ -1,4 +1,4 @@
-"""The discrete iteration against an independent implementation of DESIGN.md s. 3."""
+"""The discrete iteration against an independent implementation of docs/design.md s. 3."""
 
 from __future__ import annotations
 

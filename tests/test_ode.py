@@ -1,4 +1,4 @@
-"""The continuous formulation: vector fields, solvers, gradient modes (DESIGN.md s. 4)."""
+"""The continuous formulation: vector fields, solvers, gradient modes (docs/design.md s. 4)."""
 
 from __future__ import annotations
 

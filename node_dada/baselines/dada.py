@@ -1,8 +1,8 @@
 """Learning-free DADA behind the baseline signature: the discrete iteration
-(DESIGN.md sections 2-3) and its continuous counterpart (section 4).
+(docs/design.md sections 2-3) and its continuous counterpart (section 4).
 
 Depth is brought to the ~1 range the fixed ``kappa`` was set for by dividing
-by ``depth_scale`` (1122.7 for millimetres, DESIGN.md section 1), and the
+by ``depth_scale`` (1122.7 for millimetres, docs/design.md section 1), and the
 result is multiplied back, so it comes out in the source's unit.
 """
 
@@ -31,7 +31,7 @@ from node_dada.errors import InputValueError
 __all__ = ["ODE_METHOD", "ODE_STEP_GROWTH", "ODE_STEP_SIZE", "ODE_T_END", "dada", "dada_ode"]
 
 #: Horizon of the continuous variant: ``T = lambda * N`` reproduces the N = 8000
-#: discrete inference iterations (DESIGN.md section 4).
+#: discrete inference iterations (docs/design.md section 4).
 ODE_T_END = DEFAULT_STEP * INFERENCE_PRE_ITER
 
 

@@ -1,5 +1,5 @@
 """Guide-free interpolation baselines: nearest, bilinear and the masked bicubic
-initial estimate (DESIGN.md section 2).
+initial estimate (docs/design.md section 2).
 
 All place the low-resolution samples at their pixel centres,
 ``((s-1)/2 + s*i, (s-1)/2 + s*j)`` in high-resolution pixel coordinates, and

@@ -41,7 +41,7 @@ __all__ = [
     "weighted_median",
 ]
 
-#: Parameters found by the search on the validation split (DESIGN.md section 6:
+#: Parameters found by the search on the validation split (docs/design.md section 6:
 #: Middlebury val = Moebius, Lampshade1, Lampshade2, Shelves, Playtable), as
 #: ``{method: {scale: {parameter: value}}}`` in the units of the function
 #: arguments. Never tune on a test scene.

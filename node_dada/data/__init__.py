@@ -1,4 +1,4 @@
-"""Datasets, file I/O and the sample pipeline (DESIGN.md section 6).
+"""Datasets, file I/O and the sample pipeline (docs/design.md section 6).
 
 Loaders (one per dataset) yield decoded scenes; :class:`GuidedDepthDataset`
 turns them into :class:`Sample` records; :func:`collate_samples` batches them

@@ -1,4 +1,4 @@
-"""LightningDataModules, one per dataset (DESIGN.md sections 6 and 8).
+"""LightningDataModules, one per dataset (docs/design.md sections 6 and 8).
 
 Every option is a keyword with a type hint, so LightningCLI/YAML sets them::
 

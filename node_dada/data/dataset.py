@@ -1,5 +1,5 @@
 """The torch ``Dataset`` every loader feeds: augmentation or grid crops, then
-:func:`~node_dada.data.pipeline.make_sample` (DESIGN.md section 6).
+:func:`~node_dada.data.pipeline.make_sample` (docs/design.md section 6).
 
 The initial estimate (scipy ``griddata``) is the slow part of a sample; it runs
 here, per sample, so DataLoader workers parallelise it.
@@ -32,9 +32,9 @@ __all__ = ["DEFAULT_CROP_SIZE", "MAX_ROTATION_DEG", "GuidedDepthDataset", "Mode"
 
 Mode = Literal["train", "eval", "predict"]
 DEFAULT_CROP_SIZE = 256
-#: Largest training rotation, degrees (DESIGN.md section 6).
+#: Largest training rotation, degrees (docs/design.md section 6).
 MAX_ROTATION_DEG = 15.0
-#: Minimum valid fractions of a training crop, LR blocks and HR pixels (DESIGN.md section 6).
+#: Minimum valid fractions of a training crop, LR blocks and HR pixels (docs/design.md section 6).
 MIN_VALID_LR, MIN_VALID_HR = 0.9, 0.8
 #: Draws of a training crop before giving up on a scene with too many holes.
 MAX_CROP_RETRIES = 32

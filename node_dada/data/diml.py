@@ -1,4 +1,4 @@
-"""DIML/CVL indoor RGB-D as guided depth super-resolution data (DESIGN.md section 6).
+"""DIML/CVL indoor RGB-D as guided depth super-resolution data (docs/design.md section 6).
 
 Layout read here (written by :func:`convert_diml_raw` from the raw download)::
 

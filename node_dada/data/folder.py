@@ -1,4 +1,4 @@
-"""Users' own guide/depth pairs (DESIGN.md sections 6 and 8).
+"""Users' own guide/depth pairs (docs/design.md sections 6 and 8).
 
 Default layout: ``<root>/guide/<name>.<ext>`` and ``<root>/depth/<name>.<ext>``,
 paired by name. Folder names and name suffixes are options, so sensor layouts

@@ -1,4 +1,4 @@
-"""File readers for the formats of the field (DESIGN.md section 6): 8/16-bit PNG,
+"""File readers for the formats of the field (docs/design.md section 6): 8/16-bit PNG,
 JPEG, PPM/PGM, TIFF, PFM, NPY.
 
 Every reader checks what it gets and raises :class:`~node_dada.errors.DataError`

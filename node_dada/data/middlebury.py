@@ -1,4 +1,4 @@
-"""Middlebury stereo scenes as guided depth super-resolution data (DESIGN.md section 6).
+"""Middlebury stereo scenes as guided depth super-resolution data (docs/design.md section 6).
 
 Layouts (``root`` is either the parent of year folders or one folder of scenes)::
 
@@ -67,7 +67,7 @@ MIDDLEBURY_DISPARITY_SCALE_PX = 45.2
 #: 2005/2006 full-size focal length (px) and baseline (mm), from the dataset's web page.
 MIDDLEBURY_2005_2006_FOCAL_PX = 3740.0
 MIDDLEBURY_2005_2006_BASELINE_MM = 160.0
-#: Reference split (DESIGN.md section 6); 2014 names without the ``-perfect`` suffix.
+#: Reference split (docs/design.md section 6); 2014 names without the ``-perfect`` suffix.
 MIDDLEBURY_TEST_SCENES = ("Reindeer", "Bowling1", "Bowling2", "Adirondack", "Motorcycle")
 MIDDLEBURY_VAL_SCENES = ("Moebius", "Lampshade1", "Lampshade2", "Shelves", "Playtable")
 MIDDLEBURY_DOWNLOAD = (

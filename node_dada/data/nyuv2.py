@@ -1,4 +1,4 @@
-"""NYU Depth v2 (labeled set) as guided depth super-resolution data (DESIGN.md section 6).
+"""NYU Depth v2 (labeled set) as guided depth super-resolution data (docs/design.md section 6).
 
 ``nyu_depth_v2_labeled.mat`` is a MATLAB v7.3 file (HDF5) whose arrays h5py
 sees transposed: ``images`` uint8 ``(N, 3, W, H)``, ``depths`` float metres

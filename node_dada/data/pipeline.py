@@ -1,4 +1,4 @@
-"""The one sample pipeline every dataset shares (DESIGN.md section 6).
+"""The one sample pipeline every dataset shares (docs/design.md section 6).
 
 A dataset yields decoded :class:`Scene` records (guide image + depth in a
 physical unit, NaN = invalid). :func:`make_sample` turns a (cropped, augmented)
@@ -96,7 +96,7 @@ class SceneSource(Protocol):
 
 @dataclass(frozen=True)
 class Sample:
-    """One training/evaluation example (DESIGN.md section 1), unbatched.
+    """One training/evaluation example (docs/design.md section 1), unbatched.
 
     Attributes:
         guide: (C, H, W) float32, normalised (ImageNet mean/std for RGB).

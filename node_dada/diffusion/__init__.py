@@ -1,6 +1,6 @@
 """Pure maths of DADA: coefficients, operators, adjustment, the discrete iteration.
 
-Never imports Lightning (STYLE.md).
+Never imports Lightning (docs/contributing.md).
 """
 
 from node_dada.diffusion.discrete import (

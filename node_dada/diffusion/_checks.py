@@ -1,6 +1,6 @@
 """Argument validation shared by the maths functions.
 
-Messages name the argument, what was expected and what came (STYLE.md).
+Messages name the argument, what was expected and what came (docs/contributing.md).
 """
 
 from __future__ import annotations

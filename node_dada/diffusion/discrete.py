@@ -1,4 +1,4 @@
-"""The discrete DADA iteration (DESIGN.md section 3), the yardstick of the project.
+"""The discrete DADA iteration (docs/design.md section 3), the yardstick of the project.
 
 One iteration with step ``lam``:
 
@@ -157,7 +157,7 @@ def discrete_dada(
     *,
     callback: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """Run ``num_iter`` discrete DADA iterations from ``depth0`` (DESIGN.md section 3).
+    """Run ``num_iter`` discrete DADA iterations from ``depth0`` (docs/design.md section 3).
 
     No adjustment is applied before the first iteration; every iteration ends
     with one, so the output's block means equal ``source`` on valid blocks.

@@ -1,4 +1,4 @@
-"""Gradient fidelity (DESIGN.md section 4): how close a gradient mode's gradient
+"""Gradient fidelity (docs/design.md section 4): how close a gradient mode's gradient
 w.r.t. the coefficients is to a float64 reference on the same inputs."""
 
 from __future__ import annotations

@@ -231,7 +231,7 @@ def _flux_down(image, cv, i, out):
 
 @_jit_serial
 def _discrete_row(row, t_up, t_down, ch_row, vertical, t_row, out):
-    """One row of a discrete iteration before the adjustment (DESIGN.md s. 3, steps 1-2)."""
+    """One row of a discrete iteration before the adjustment (docs/design.md s. 3, steps 1-2)."""
     width = row.shape[0]
     for j in range(width):
         vertical[j] = (row[j] - t_up[j]) + t_down[j]

@@ -1,5 +1,5 @@
 """Learning-free DADA on prepared tensors: coefficients from the normalised guide
-and the initial estimate with a fixed ``kappa`` (DESIGN.md section 2), then the
+and the initial estimate with a fixed ``kappa`` (docs/design.md section 2), then the
 discrete iteration (``learning_free_dada``) or its ODE (``learning_free_ode``).
 """
 

@@ -1,4 +1,4 @@
-"""The continuous formulation (DESIGN.md section 4): DADA's diffusion-adjustment
+"""The continuous formulation (docs/design.md section 4): DADA's diffusion-adjustment
 iteration as an ODE on the constraint manifold ``P(I) = source``.
 
 Vector fields (``D`` the diffusion operator, ``P``/``U`` block mean and nearest

@@ -1,4 +1,4 @@
-"""Building blocks of DADA (DESIGN.md section 2): pooling, upsampling, edge
+"""Building blocks of DADA (docs/design.md section 2): pooling, upsampling, edge
 coefficients, the diffusion operator and the hard adjustment.
 
 All functions are batched, differentiable and take device and dtype from their
@@ -59,7 +59,7 @@ def edge_coefficients(
     """Vertical and horizontal diffusion coefficients from a feature map.
 
     ``cv = g(mean_k |F[:, :, 1:, :] - F[:, :, :-1, :]|)`` and likewise ``ch`` along
-    the width (DESIGN.md section 2).
+    the width (docs/design.md section 2).
 
     Args:
         features: (B, K, H, W) float tensor (guide + initial estimate, or CNN features).

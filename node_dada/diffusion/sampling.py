@@ -1,4 +1,4 @@
-"""Making and starting a problem (DESIGN.md sections 1-2): the NaN-aware
+"""Making and starting a problem (docs/design.md sections 1-2): the NaN-aware
 degradation, the masked bicubic initial estimate, guide normalisation and the
 positivity shift.
 """
@@ -27,7 +27,7 @@ __all__ = [
     "shift_positive",
 ]
 
-#: Sources with a valid value at or below this (after scaling) are shifted (DESIGN.md s. 1).
+#: Sources with a valid value at or below this (after scaling) are shifted (docs/design.md s. 1).
 POSITIVITY_THRESHOLD = 0.1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

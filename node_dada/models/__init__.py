@@ -1,4 +1,4 @@
-"""Feature extractors and the LightningModule (DESIGN.md sections 5 and 8)."""
+"""Feature extractors and the LightningModule (docs/design.md sections 5 and 8)."""
 
 from node_dada.models.dada_module import LOSS_WEIGHT, DADAModule
 from node_dada.models.extractors import build_extractor

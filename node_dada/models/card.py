@@ -30,6 +30,33 @@ _REPOSITORY = Path(__file__).resolve().parents[2]
 
 #: Prefix of the benchmark label (method column of results/trained/) of a shipped model.
 LABEL_PREFIX = ""
+#: Per-crop tables beside the pooled ones (``node-dada benchmark --per-image``).
+_PER_CROP_SUFFIXES = ("_per_image", "_per_crop")
+
+
+def _training_data(config: str | None) -> str:
+    """The data roots of a shipped model's config, as the card states them."""
+    import yaml
+
+    if not config or not (_REPOSITORY / config).is_file():
+        return "n/a"
+    data = yaml.safe_load((_REPOSITORY / config).read_text()).get("data", {})
+    args = data.get("init_args", {})
+    roots = args.get("root")
+    roots = [roots] if isinstance(roots, str) else list(roots or [])
+    kind = data.get("class_path", "").rsplit(".", 1)[-1]
+    return f"{kind} from {', '.join(f'`{root}`' for root in roots)}"
+
+
+def _image_gains(rows: list[dict[str, str]], label: str) -> str | None:
+    """Smallest and largest reduction of MAE against learning-free DADA over the
+    images the model was evaluated on, e.g. ``"4.1 % to 12.0 % (6 images)"``."""
+    own = {(r["scale"], r["crop"]): float(r["mae_cm"]) for r in rows if r["method"] == label}
+    free = {(r["scale"], r["crop"]): float(r["mae_cm"]) for r in rows if r["method"] == "dada"}
+    gains = [100.0 * (1.0 - own[key] / free[key]) for key in own if key in free]
+    if not gains:
+        return None
+    return f"{min(gains):.1f} % to {max(gains):.1f} % ({len(gains)} images)"
 
 
 def read_table(path: Path) -> tuple[str, list[dict[str, str]]]:
@@ -88,7 +115,10 @@ def render_card(out: Path, results: Path) -> str:
     """The card's Markdown (``out``: where it will be written, named in its header)."""
     aliases = read_aliases()
     tables = {path.stem: read_table(path)
-              for path in sorted((_REPOSITORY / results).glob("*.csv"))}
+              for path in sorted((_REPOSITORY / results).glob("*.csv"))
+              if not path.stem.endswith(_PER_CROP_SUFFIXES)}
+    per_image = {path.stem: read_table(path)[1]
+                 for path in sorted((_REPOSITORY / results).glob("*_per_image.csv"))}
     contents = {name: load_checkpoint_safely(resolve_checkpoint(name))
                 for name in _shipped_by_scale()}
     lines = [
@@ -102,6 +132,16 @@ def render_card(out: Path, results: Path) -> str:
         "",
         *_summary(aliases, tables, contents),
     ]
+    if per_image:
+        lines += ["Reduction of the MAE against learning-free DADA on each image "
+                  "(from the per-image tables; negative: worse than learning-free):", "",
+                  "| model | " + " | ".join(per_image) + " |",
+                  "|---|" + "---|" * len(per_image)]
+        for name in contents:
+            cells = [_image_gains(rows, LABEL_PREFIX + name) or "n/a"
+                     for rows in per_image.values()]
+            lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+        lines.append("")
     for name, content in contents.items():
         path = resolve_checkpoint(name)
         hp, meta = content["hyper_parameters"], content.get("metadata", {})
@@ -109,6 +149,9 @@ def render_card(out: Path, results: Path) -> str:
         solver = ("discrete iteration, unrolled backpropagation" if hp["solver"] == "discrete"
                   else f"ODE ({hp['method']}, h = {hp['step_size']}, {hp['projection']}), "
                        f"gradient mode `{hp['grad_mode']}`")
+        coefficients = (" predicting local edge sensitivities (`kappa_map`)"
+                        if hp.get("kappa_map") else
+                        " with residual features" if hp.get("residual") else "")
         wall = meta.get("training_wall_time_s")
         lines += [
             f"## `{name}`" + (f" (also `{'`, `'.join(other_names)}`)" if other_names else ""),
@@ -116,13 +159,14 @@ def render_card(out: Path, results: Path) -> str:
             f"- File: `{path.relative_to(_REPOSITORY).as_posix()}`"
             f" ({path.stat().st_size / 1e6:.1f} MB, float16 weights, xz-compressed, "
             "loaded weights-only).",
-            f"- Network: `{hp['extractor']}` extractor, {hp['guide_channels']}-channel guide; "
-            f"solver: {solver}.",
+            f"- Network: `{hp['extractor']}` extractor{coefficients}, "
+            f"{hp['guide_channels']}-channel guide; solver: {solver}.",
             f"- Iterations: random no-grad lead-in of up to {hp['lead_in']} steps, then "
             f"{hp['train_iter']} with gradient (step {hp['step']}); inference runs all "
             f"{hp['lead_in'] + hp['train_iter']}.",
-            f"- Data: `{meta.get('config')}` (Middlebury 2005/2006 third size, train split, "
-            "scenes with metric depth; selected on the validation scene by `val/mae_cm`).",
+            f"- Data: `{meta.get('config')}` ({_training_data(meta.get('config'))}, train "
+            "split, scenes with metric depth; checkpoint selected on the validation split "
+            "by `val/mae_cm`).",
             f"- Checkpoint chosen: {meta.get('source')} (epoch {meta.get('epoch')}, step "
             f"{meta.get('global_step')}), validation MAE {_fmt(meta.get('val_mae_cm'))} cm.",
             f"- Training wall time: {'n/a' if wall is None else f'{wall / 60:.1f} min'} "

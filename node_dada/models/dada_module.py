@@ -1,5 +1,5 @@
 """The LightningModule: feature extractor + learnable ``kappa`` + a DADA solver
-(DESIGN.md section 8).
+(docs/design.md section 8).
 
 The solver is the discrete iteration (``solver="discrete"``, gradient mode
 ``unrolled``) or the continuous ODE (``solver="ode"``, any torchdiffeq method or
@@ -173,7 +173,7 @@ class DADAModule(L.LightningModule):
 
     # ----------------------------------------------------------------- forward
     def coefficients(self, guide: torch.Tensor, depth0: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``cv, ch`` from the guide and the initial estimate (DESIGN.md section 2).
+        """``cv, ch`` from the guide and the initial estimate (docs/design.md section 2).
 
         ``residual``: the features are ``cat(guide, depth0)`` (those of learning-free
         DADA) plus the extractor's output, whose head starts at zero, so training
@@ -382,7 +382,7 @@ class DADAModule(L.LightningModule):
         return prediction
 
     def _accumulate(self, stage: str, prediction, target, valid, unit: str) -> None:
-        # Physical units: mm -> cm (metrics in cm, DESIGN.md section 7); px stays px.
+        # Physical units: mm -> cm (metrics in cm, docs/design.md section 7); px stays px.
         factor = 0.1 if unit == "mm" else 1.0
         diff = (prediction - target)[valid].double() * factor
         if diff.numel() == 0:

@@ -1,4 +1,4 @@
-"""Feature extractors ``phi`` of the learned variant (DESIGN.md sections 2 and 5).
+"""Feature extractors ``phi`` of the learned variant (docs/design.md sections 2 and 5).
 
 The learned diffusion coefficients come from features ``F = phi(cat(guide, I0 - mean))``
 with 64 channels at the guide's resolution. Every extractor here maps
@@ -11,7 +11,7 @@ of input channels, and carries an ``out_channels`` attribute:
   same recipe with a BasicBlock encoder. Meant for GPUs.
 - ``light`` (1.8 M parameters): a narrow ResNet-18-like U-Net with a strided stem and
   a decoder that ends at half resolution (``pixel_shuffle`` to full resolution), so
-  almost no work happens at full resolution; it trains on two CPU cores (DESIGN.md
+  almost no work happens at full resolution; it trains on two CPU cores (docs/design.md
   section 10: early downsampling is what makes CNNs cheap there).
 - ``none``: :class:`IdentityExtractor`, the learning-free features ``cat(guide, I0)``.
 
@@ -325,7 +325,7 @@ class ResNetUNet(nn.Module):
 class IdentityExtractor(nn.Module):
     """The learning-free "extractor": ``(B, C, H, W) -> (B, C, H, W)``, the input itself.
 
-    In the learning-free variant the features are ``cat(guide, I0)`` (DESIGN.md
+    In the learning-free variant the features are ``cat(guide, I0)`` (docs/design.md
     section 2); this module lets that variant sit in the same slot as the CNNs.
     """
 
@@ -396,7 +396,7 @@ def _light_unet(*, in_channels: int, out_channels: int) -> ResNetUNet:
     # One BasicBlock per stage at half ResNet-18 width behind a strided 3x3 stem; the
     # decoder stops at half resolution (the input joins there, space-to-depth) and only
     # pixel_shuffle and a 1x1 head run at full resolution. Measured on 2 cores, this is
-    # about 2x cheaper than a decoder with a full-resolution 3x3 block (DESIGN.md
+    # about 2x cheaper than a decoder with a full-resolution 3x3 block (docs/design.md
     # section 10: full-resolution stages dominate the CPU time).
     encoder = ResNetEncoder(
         BasicBlock, (1, 1, 1, 1), in_channels=in_channels, widths=(32, 64, 128, 256),
