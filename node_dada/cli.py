@@ -26,6 +26,25 @@ from node_dada.errors import DataError, NodeDadaError
 
 __all__ = ["main", "run_lightning_cli"]
 
+#: The commands that are not LightningCLI subcommands: name -> (module, one line).
+_COMMANDS = {
+    "upsample": ("node_dada.predict_files",
+                 "upsample your own files: --guide RGB --source DEPTH --scale S "
+                 "[--checkpoint NAME]"),
+    "benchmark": ("node_dada.benchmark", "every method on the same crops: tables and figures"),
+    "sweep": ("node_dada.sweep", "an ablation grid from configs/sweeps/<name>.yaml"),
+    "demo": ("node_dada.demo", "the embedded Motorcycle scene at x4-x32 (what make demo runs)"),
+    "tuning": ("node_dada.tuning", "tune the classic filters' parameters on the validation split"),
+    "card": ("node_dada.models.card", "write the model card of the shipped models"),
+    "release": ("node_dada.models.release", "ship a trained checkpoint inside the package"),
+}
+_LIGHTNING = {
+    "fit": "train a model: --config configs/<file>.yaml (--ckpt_path last resumes)",
+    "validate": "validation metrics of a checkpoint: --config ... --ckpt_path PATH|last",
+    "test": "test metrics of a checkpoint: --config ... --ckpt_path PATH|last",
+    "predict": "a checkpoint on a DataModule's split (--config ...), or your own files "
+               "(--guide ... --source ..., as upsample)",
+}
 #: ``--ckpt_path`` values that Lightning resolves itself.
 _CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
 #: jsonargparse can explain a refused value over dozens of lines; keep the start.
@@ -171,26 +190,44 @@ def run_lightning_cli(argv: list[str]) -> None:
         raise ConfigError(str(error)) from None
 
 
+def usage() -> str:
+    """``node-dada --help``: every command with one line each."""
+    width = max(map(len, [*_LIGHTNING, *_COMMANDS]))
+    lines = ["usage: node-dada COMMAND [options]   (node-dada COMMAND --help for its options)",
+             "", "Guided depth super-resolution by deep anisotropic diffusion.", "",
+             "Training and evaluation of models (LightningCLI):"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in _LIGHTNING.items()]
+    lines += ["", "Everything else:"]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in _COMMANDS.items()]
+    lines += ["", "  --version   print the version", ""]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a ``node-dada`` command; errors end with one line on stderr and exit code 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else ""
+    if command in ("", "-h", "--help", "help"):
+        (sys.stdout if command else sys.stderr).write(usage())
+        return 0 if command else 2
+    if command == "--version":
+        from node_dada import __version__
+
+        sys.stdout.write(f"node-dada {__version__}\n")
+        return 0
     try:
-        if command == "benchmark":
-            from node_dada import benchmark
-
-            return benchmark.main(argv[1:])
-        if command == "sweep":
-            from node_dada import sweep
-
-            return sweep.main(argv[1:])
         if command == "predict" and any(a.startswith("--guide") for a in argv[1:]):
-            from node_dada import predict_files
+            command, argv = "upsample", ["upsample", *argv[1:]]
+        if command in _COMMANDS:
+            import importlib
 
-            return predict_files.main(argv[1:])
+            return int(importlib.import_module(_COMMANDS[command][0]).main(argv[1:]) or 0)
+        if command.startswith("-") or command not in _LIGHTNING:
+            raise ConfigError(f"unknown command {command!r}; the commands are "
+                              f"{', '.join([*_LIGHTNING, *_COMMANDS])}")
         run_lightning_cli(argv)
     except ConfigError as error:
-        where = f"node-dada {command}" if command and not command.startswith("-") else "node-dada"
+        where = f"node-dada {command}" if command in _LIGHTNING else "node-dada"
         message = _one_line(str(error), _MAX_CONFIG_MESSAGE)
         sys.stderr.write(f"node-dada: error: {message} (see `{where} --help`)\n")
         raise SystemExit(2) from None

@@ -1,0 +1,49 @@
+"""``node-dada`` as a newcomer meets it: one help that lists every command, a
+version, every command reachable by name, and one line for an unknown one."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from node_dada import __version__
+from node_dada.cli import _COMMANDS, _LIGHTNING, main
+
+
+def test_help_lists_every_command_with_a_line(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in [*_LIGHTNING, *_COMMANDS]:
+        assert f"\n  {name} " in out, name
+    assert "--version" in out
+
+
+def test_no_command_prints_the_help_to_stderr_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "Everything else:" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"node-dada {__version__}"
+
+
+@pytest.mark.parametrize("name", list(_COMMANDS))
+def test_every_command_is_reachable_by_name(name, capsys):
+    try:
+        code = main([name, "--help"])
+    except SystemExit as exit_info:  # argparse prints the command's help and exits 0
+        code = exit_info.code
+    assert code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_unknown_command_is_one_line_and_exit_2():
+    result = subprocess.run([sys.executable, "-m", "node_dada.cli", "frob"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown command 'frob'" in lines[0]
+    assert "upsample" in lines[0] and "fit" in lines[0]
