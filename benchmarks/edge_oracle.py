@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scales", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--iterations", type=int, default=8000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--limit", type=int, default=None,
+                        help="only the first N test images (quick checks)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     with warnings.catch_warnings():
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     for scale in args.scales:
         dataset = GuidedDepthDataset(scenes, mode="eval", scale=scale, crop_size=None)
         totals = dict.fromkeys(VARIANTS, 0.0)
-        for index in range(len(dataset)):
+        count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
+        for index in range(count):
             sample = dataset[index]
             guide, source, mask, depth0, target, valid = (
                 t[None] for t in (sample.guide, sample.source, sample.mask_lr, sample.depth0,
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 cv, ch = (lv, lh) if spoil is None else spoil(ov, oh, lv, lh)
                 out = discrete_dada(depth0, cv, ch, source, mask, args.iterations)
                 mae = float((out - target)[valid].abs().mean()) * sample.depth_scale / 10
-                totals[name] += mae / len(dataset)
+                totals[name] += mae / count
                 row.append(f"{mae:.4f}")
             lines.append(f"| x{scale} | {sample.name} | " + " | ".join(row) + " |")
         lines.append(f"| x{scale} | **mean of images** | "
