@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m node_dada.demo --out results/demo
+	$(PY) -m node_dada.demo --out runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

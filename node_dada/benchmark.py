@@ -827,7 +827,9 @@ def build_parser(prog: str = "node-dada benchmark") -> argparse.ArgumentParser:
                         help="side of the evaluation crops; 0 = whole images")
     parser.add_argument("--limit", type=positive_int, default=None,
                         help="evaluate only the first N crops per scale (quick checks)")
-    parser.add_argument("--out", type=Path, default=Path("results/benchmark"))
+    parser.add_argument("--out", type=Path, default=Path("runs/benchmark"),
+                        help="folder for the tables and figures (default: runs/benchmark; the "
+                        "committed results/ tables are rewritten only when named here)")
     parser.add_argument("--aggregation", choices=("pixel", "batch"), default="pixel",
                         help="pixel: exact (default); batch: mean of per-crop means")
     parser.add_argument("--dada-iters", type=positive_int, default=INFERENCE_PRE_ITER,

@@ -157,7 +157,8 @@ def write_tables(rows: list[DemoRow], out: Path, command: str, num_iter: int) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("results/demo"))
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"),
+                        help="folder for the table and figures (default: runs/demo)")
     parser.add_argument("--scales", type=int, nargs="+", default=list(DEFAULT_SCALES))
     parser.add_argument("--num-iter", type=int, default=INFERENCE_PRE_ITER)
     args = parser.parse_args(argv)

@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(GRIDS), choices=list(GRIDS))
     parser.add_argument("--crop-size", type=non_negative_int, default=0,
                         help="side of the evaluation crops; 0 (default) = whole images")
-    parser.add_argument("--out", type=Path, default=Path("results/tuning"))
+    parser.add_argument("--out", type=Path, default=Path("runs/tuning"),
+                        help="folder for the tuning tables (default: runs/tuning)")
     parser.add_argument("--no-progress", action="store_true")
     try:
         args = parser.parse_args(argv)

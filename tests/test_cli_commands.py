@@ -47,3 +47,23 @@ def test_unknown_command_is_one_line_and_exit_2():
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "unknown command 'frob'" in lines[0]
     assert "upsample" in lines[0] and "fit" in lines[0]
+
+
+@pytest.mark.parametrize("module", ["node_dada.benchmark", "node_dada.demo", "node_dada.tuning"])
+def test_default_outputs_go_under_runs_never_into_committed_results(module):
+    """A quick run without --out must not overwrite the committed tables."""
+    import importlib
+
+    source = importlib.import_module(module)
+    parser = source.build_parser() if hasattr(source, "build_parser") else None
+    if parser is not None:
+        default = parser.get_default("out")
+    else:  # demo and tuning build their parser inside main(): read its --out default
+        import inspect
+        import re
+
+        found = re.search(r"\"--out\", type=Path, default=Path\(\"([^\"]+)\"\)",
+                          inspect.getsource(source.main))
+        assert found, module
+        default = found.group(1)
+    assert str(default).startswith("runs/"), default
