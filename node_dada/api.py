@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -175,6 +176,7 @@ def upsample(
         model = load_model(checkpoint)
         if depth_scale is None:
             depth_scale = model.hparams.depth_scale
+        guide_t = _match_guide_channels(guide_t, model.hparams.guide_channels)
     depth_scale = MILLIMETRE_DEPTH_SCALE if depth_scale is None else float(depth_scale)
     if not depth_scale > 0:
         raise InputValueError(f"depth_scale: expected a positive number, got {depth_scale}")
@@ -202,6 +204,27 @@ def upsample(
         out_dtype = source.dtype if np.issubdtype(source.dtype, np.floating) else np.float64
         return result[0, 0].cpu().numpy().astype(out_dtype)
     return result.to(source_t.dtype)
+
+
+def _match_guide_channels(guide: torch.Tensor, expected: int) -> torch.Tensor:
+    """A trained model's guide: RGBA -> RGB (alpha dropped), gray -> RGB (repeated), each
+    with a warning; other mismatches are refused (the model knows no such guide)."""
+    have = guide.shape[1]
+    if have == expected:
+        return guide
+    if expected == 3 and have == 4:
+        warnings.warn("guide: 4 channels for a model trained on RGB; dropping the 4th "
+                      "(alpha) channel", stacklevel=3)
+        return guide[:, :3]
+    if expected == 3 and have == 1:
+        warnings.warn("guide: a grayscale guide for a model trained on RGB; repeating it "
+                      "into 3 channels (a model trained on grayscale guides would do better)",
+                      stacklevel=3)
+        return guide.expand(-1, 3, -1, -1)
+    raise ShapeError(
+        f"guide: the checkpoint was trained on {expected}-channel guides, got {have} "
+        "channels; pass a guide with that many channels or use a model trained on yours"
+    )
 
 
 def _learning_free(guide_n, source, mask, depth0, *, solver, kappa, num_iter, step, callback):

@@ -120,3 +120,23 @@ def test_ode_default_matches_the_discrete_iteration():
     assert np.linalg.norm(ode - discrete) / np.linalg.norm(discrete) < 2e-3
     pooled = ode.reshape(8, 8, 8, 8).mean(axis=(1, 3))
     np.testing.assert_allclose(pooled, source, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("channels", "phrase"), [(4, "alpha"), (1, "grayscale")])
+def test_checkpoint_takes_rgba_and_gray_guides_with_a_warning(channels, phrase):
+    rng = np.random.default_rng(0)
+    rgb = rng.random((32, 32, 3)).astype(np.float32)
+    source = (1000 + 200 * rng.random((4, 4))).astype(np.float32)
+    guide = (np.concatenate([rgb, np.ones((32, 32, 1), np.float32)], axis=2) if channels == 4
+             else rgb[..., :1])
+    expected = rgb if channels == 4 else np.repeat(rgb[..., :1], 3, axis=2)
+    with pytest.warns(UserWarning, match=phrase):
+        out = node_dada.upsample(guide, source, scale=8, checkpoint="middlebury-x8")
+    reference = node_dada.upsample(expected, source, scale=8, checkpoint="middlebury-x8")
+    np.testing.assert_array_equal(out, reference)
+
+
+def test_checkpoint_refuses_a_guide_it_cannot_use():
+    guide = np.random.default_rng(0).random((32, 32, 2)).astype(np.float32)
+    with pytest.raises(ShapeError, match="trained on 3-channel guides, got 2 channels"):
+        node_dada.upsample(guide, np.full((4, 4), 1000.0), scale=8, checkpoint="middlebury-x8")
