@@ -17,7 +17,7 @@ import numpy as np
 from node_dada.data.io import guide_to_float, read_image, write_pfm
 from node_dada.errors import DataError, InputValueError
 
-__all__ = ["main", "predict_pair", "write_depth"]
+__all__ = ["check_output", "default_output", "main", "predict_pair", "write_depth"]
 
 
 def predict_pair(
@@ -47,27 +47,51 @@ def predict_pair(
     return guide, raw, depth
 
 
+_DEPTH_SUFFIXES = (".png", ".tif", ".tiff", ".pgm", ".pfm", ".npy")
+
+
+def check_output(path: Path, like: np.dtype) -> None:
+    """Refuse an output that :func:`write_depth` could not write, before any work."""
+    suffix = path.suffix.lower()
+    if suffix not in _DEPTH_SUFFIXES:
+        raise InputValueError(
+            f"output: unsupported suffix {suffix!r} for {path}; use .png, .tif, .pfm or .npy")
+    if suffix in (".png", ".pgm") and not np.issubdtype(like, np.integer):
+        raise InputValueError(
+            f"output: cannot store float depth as {suffix} ({path}); use .npy, .pfm or .tif")
+    if not path.parent.is_dir():
+        raise DataError(f"--out: the folder {path.parent} does not exist; create it first")
+
+
+def default_output(source: Path, scale: int, like: np.dtype) -> Path:
+    """``<source>_x<scale>`` beside the source, with its suffix where the depth can be
+    stored that way; otherwise ``.png`` for integer depth (e.g. a JPEG source) and
+    ``.npy`` for float depth."""
+    suffix = source.suffix.lower()
+    if suffix not in _DEPTH_SUFFIXES or (suffix in (".png", ".pgm")
+                                         and not np.issubdtype(like, np.integer)):
+        suffix = ".png" if np.issubdtype(like, np.integer) else ".npy"
+    else:
+        suffix = source.suffix
+    return source.with_name(f"{source.stem}_x{scale}{suffix}")
+
+
 def write_depth(path: Path, depth: np.ndarray, like: np.ndarray) -> None:
     """Write ``depth`` to ``path`` in the format its suffix names, with ``like``'s dtype."""
+    check_output(path, like.dtype)
     suffix = path.suffix.lower()
     if suffix == ".npy":
         np.save(path, depth.astype(like.dtype if like.dtype.kind == "f" else np.float32))
     elif suffix == ".pfm":
         write_pfm(path, depth.astype(np.float32))
-    elif suffix in (".png", ".tif", ".tiff", ".pgm"):
+    else:
         if np.issubdtype(like.dtype, np.integer):
             info = np.iinfo(like.dtype)
             out = np.clip(np.rint(np.nan_to_num(depth)), info.min, info.max).astype(like.dtype)
-        elif suffix in (".tif", ".tiff"):
-            out = depth.astype(np.float32)
         else:
-            raise InputValueError(f"output: cannot store float depth as {suffix}; use .npy")
+            out = depth.astype(np.float32)
         if not cv2.imwrite(str(path), out):
             raise DataError(f"output: OpenCV could not write {path}")
-    else:
-        raise InputValueError(
-            f"output: unsupported suffix {suffix!r}; use .png, .tif, .pfm or .npy"
-        )
 
 
 def write_preview(path: Path, guide: np.ndarray, source: np.ndarray, depth: np.ndarray) -> None:
@@ -113,9 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except UsageError as error:
         return report_error("node-dada", error)
-    out = args.out or args.source.with_name(f"{args.source.stem}_x{args.scale}{args.source.suffix}")
-    if not out.parent.is_dir():  # before the work, not after it
-        raise DataError(f"--out: the folder {out.parent} does not exist; create it first")
+    # every output problem is refused before the work (minutes on a large image)
+    like = read_image(args.source, what="source depth").dtype
+    out = args.out or default_output(args.source, args.scale, like)
+    check_output(out, like)
     guide, source, depth = predict_pair(
         args.guide, args.source, scale=args.scale, checkpoint=args.checkpoint,
         depth_scale=args.depth_scale, solver=args.solver, invalid_value=args.invalid_value)

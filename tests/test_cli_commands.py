@@ -67,3 +67,44 @@ def test_default_outputs_go_under_runs_never_into_committed_results(module):
         assert found, module
         default = found.group(1)
     assert str(default).startswith("runs/"), default
+
+
+def _pair(tmp_path, source_name, source):
+    import cv2
+    import numpy as np
+
+    guide = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "guide.png"), guide)
+    if source_name.endswith(".npy"):
+        np.save(tmp_path / source_name, source)
+    else:
+        cv2.imwrite(str(tmp_path / source_name), source)
+    return tmp_path / "guide.png", tmp_path / source_name
+
+
+def test_output_problems_are_refused_before_the_work(tmp_path, monkeypatch, capfd):
+    import numpy as np
+
+    import node_dada
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the upsampling ran before the output was checked")
+
+    monkeypatch.setattr(node_dada, "upsample", refuse)
+    guide, source = _pair(tmp_path, "depth.npy", np.full((4, 4), 1000.0, np.float32))
+    for out, phrase in [("out.png", "cannot store float depth as .png"),
+                        ("out.jpg", "unsupported suffix '.jpg'"),
+                        ("missing/out.npy", "does not exist")]:
+        code = main(["upsample", "--guide", str(guide), "--source", str(source), "--scale",
+                     "8", "--out", str(tmp_path / out)])
+        assert code == 2
+        assert phrase in capfd.readouterr().err
+
+
+def test_a_jpeg_source_gets_a_png_output_by_default(tmp_path):
+    import numpy as np
+
+    guide, source = _pair(tmp_path, "depth.jpg", np.full((4, 4), 120, np.uint8))
+    assert main(["upsample", "--guide", str(guide), "--source", str(source), "--scale",
+                 "8"]) == 0
+    assert (tmp_path / "depth_x8.png").is_file()
