@@ -19,6 +19,7 @@ from node_dada.models.weights import load_checkpoint_safely
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "trained"
+SHARED = ROOT.parent / "shared" / "data"
 SHIPPED = list(SHIPPED_MODELS)
 
 
@@ -62,6 +63,8 @@ def test_predict_command_loads_the_shipped_model_by_name(tmp_path, capsys):
 @pytest.mark.parametrize("table", [
     "middlebury", pytest.param("motorcycle", marks=pytest.mark.slow)])
 def test_shipped_models_reproduce_the_committed_metrics(table, tmp_path):
+    if table == "middlebury" and not (SHARED / "middlebury0506").is_dir():
+        pytest.skip(f"shared Middlebury data not found at {SHARED}")
     command, committed = read_table(RESULTS / f"{table}.csv")
     argv = shlex.split(command)
     argv = argv[argv.index("node_dada.benchmark") + 1:]
@@ -77,6 +80,58 @@ def test_shipped_models_reproduce_the_committed_metrics(table, tmp_path):
     assert learned
     for row in learned:
         assert abs(fresh_mae[row["method"], row["scale"]] - float(row["mae_cm"])) <= 1e-4, row
+    per_image = RESULTS / f"{table}_per_image.csv"
+    if per_image.is_file():
+        _, fresh_images = read_table(tmp_path / per_image.name)
+        fresh_image_mae = {(r["method"], r["scale"], r["crop"]): float(r["mae_cm"])
+                           for r in fresh_images}
+        rows = [r for r in read_table(per_image)[1]
+                if r["method"].removeprefix(LABEL_PREFIX) in SHIPPED]
+        assert rows
+        for row in rows:
+            key = (row["method"], row["scale"], row["crop"])
+            assert abs(fresh_image_mae[key] - float(row["mae_cm"])) <= 1e-4, row
+
+
+def _image_gains(name: str) -> dict[tuple[str, str], float]:
+    """Reduction of the MAE of shipped model ``name`` against learning-free DADA on each
+    test image, from the committed per-image table."""
+    command, rows = read_table(RESULTS / "middlebury_per_image.csv")
+    assert "--methods bicubic dada" in command  # learning-free DADA is computed, not replaced
+    own = {(r["scale"], r["crop"]): float(r["mae_cm"]) for r in rows
+           if r["method"] == LABEL_PREFIX + name}
+    free = {(r["scale"], r["crop"]): float(r["mae_cm"]) for r in rows if r["method"] == "dada"}
+    assert own and set(own) <= set(free)
+    return {key: 1.0 - own[key] / free[key] for key in own}
+
+
+def test_per_image_table_holds_every_test_image_of_the_split():
+    _, rows = read_table(RESULTS / "middlebury_per_image.csv")
+    images = {r["crop"] for r in rows}
+    for scene in ("Bowling1/view1", "Bowling1/view5", "Reindeer/view1", "Reindeer/view5",
+                  "MiddEval3/trainingQ/Adirondack/view0",
+                  "MiddEval3/trainingQ/Motorcycle/view0"):
+        assert scene in images, scene
+
+
+KAPPA_MAP_MODELS = [name for name in SHIPPED if load_checkpoint_safely(
+    ROOT / "node_dada" / "weights" / NAMED_CHECKPOINTS[name])["hyper_parameters"].get(
+        "kappa_map")]
+
+
+@pytest.mark.parametrize("name", KAPPA_MAP_MODELS)
+def test_kappa_map_models_beat_learning_free_on_every_test_image(name):
+    gains = _image_gains(name)
+    assert min(gains.values()) > 0, {k: round(v, 4) for k, v in gains.items()}
+
+
+@pytest.mark.xfail(strict=True, reason="target of the learned models not reached yet: at "
+                   "least 20 % below learning-free DADA on every test image at x4 and x8, "
+                   "15 % at x16 and x32 (results/models.md has the gains reached)")
+@pytest.mark.parametrize("scale", [4, 8, 16])
+def test_the_best_model_of_each_scale_reaches_the_target_on_every_image(scale):
+    gains = _image_gains(NAMED_CHECKPOINTS[f"middlebury-x{scale}"].removesuffix(".pt"))
+    assert min(gains.values()) >= (0.20 if scale <= 8 else 0.15), gains
 
 
 def test_committed_model_card_is_what_the_card_command_writes():
@@ -98,3 +153,11 @@ def test_training_wall_time_of_a_resumed_run_leaves_out_the_interruption(tmp_pat
         writer.add_scalar("train/loss", 0.5, 1, walltime=end)
         writer.close()
     assert training_wall_time(tmp_path) == pytest.approx(130.0)
+
+
+def test_a_resumed_run_is_timed_over_all_its_version_folders(tmp_path):
+    from node_dada.models.release import run_folder
+
+    checkpoint = tmp_path / "x8" / "version_1" / "checkpoints" / "best-119-0.9.ckpt"
+    assert run_folder(checkpoint) == tmp_path / "x8"
+    assert run_folder(tmp_path / "ckpt" / "last.ckpt") == tmp_path  # no version folders

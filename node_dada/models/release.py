@@ -30,7 +30,7 @@ from node_dada.models.inference import (
     read_aliases,
 )
 
-__all__ = ["main", "release", "training_wall_time"]
+__all__ = ["main", "release", "run_folder", "training_wall_time"]
 
 
 def training_wall_time(run_dir: Path) -> float | None:
@@ -53,6 +53,15 @@ def training_wall_time(run_dir: Path) -> float | None:
     return sum(spans) if spans else None
 
 
+def run_folder(checkpoint: Path) -> Path:
+    """The folder whose TensorBoard events time the run that wrote ``checkpoint``
+    (``<run>/version_N/checkpoints/x.ckpt`` -> ``<run>``): a run resumed with
+    ``--ckpt_path last`` continues in a new version folder of the same logger name,
+    so its training time is that of all of them."""
+    folder = checkpoint.parent.parent
+    return folder.parent if folder.name.startswith("version_") else folder
+
+
 def release(checkpoint: Path, name: str, *, config: str | None = None,
             alias: str | None = None, hardware: str | None = None) -> Path:
     """Export ``checkpoint`` as the shipped model ``name``; returns the written file."""
@@ -65,7 +74,7 @@ def release(checkpoint: Path, name: str, *, config: str | None = None,
     callbacks = content.get("callbacks", {})
     best = next((value.get("best_model_score") for key, value in callbacks.items()
                  if key.startswith("ModelCheckpoint")), None)
-    run_dir = checkpoint.parent.parent
+    run_dir = run_folder(checkpoint)
     metadata = {
         "source": checkpoint.name,
         "epoch": int(content.get("epoch", -1)),
