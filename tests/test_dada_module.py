@@ -25,16 +25,20 @@ def _batch(seed: int = 0, size: int = 32, scale: int = 4) -> Batch:
                  depth_scale=1122.7, scale=scale, name=("a", "b"))
 
 
-def test_kappa_map_starts_at_the_learning_free_coefficients_and_learns() -> None:
+@pytest.mark.parametrize("head", ["residual", "kappa_map"])
+def test_learned_heads_start_at_the_learning_free_coefficients_and_learn(head) -> None:
     torch.manual_seed(0)
-    model = DADAModule(extractor="light", kappa_map=True)
+    model = DADAModule(extractor="light", **{head: True})
     guide, depth0 = torch.rand(2, 3, 32, 32), torch.rand(2, 1, 32, 32) + 1
     cv, ch = model.coefficients(guide, depth0)
     reference = learning_free_coefficients(guide, depth0)
     torch.testing.assert_close(cv, reference[0], rtol=0, atol=0)
     torch.testing.assert_close(ch, reference[1], rtol=0, atol=0)
     (cv.sum() + ch.sum()).backward()
+    # the zero head still receives a gradient, so training moves away from the start
     assert model.extractor.head.weight.grad.abs().sum() > 0
+    with pytest.raises(InputValueError, match=head):
+        DADAModule(extractor="none", **{head: True})
 
 
 def test_kappa_map_gain_scales_the_edge_strength_like_a_local_kappa() -> None:
@@ -52,11 +56,9 @@ def test_kappa_map_gain_scales_the_edge_strength_like_a_local_kappa() -> None:
     torch.testing.assert_close(ch, perona_malik(strength_h, kappa / gain(-2.0).exp()))
 
 
-def test_kappa_map_and_residual_are_exclusive_and_need_an_extractor() -> None:
+def test_kappa_map_and_residual_are_exclusive() -> None:
     with pytest.raises(InputValueError, match="choose one"):
         DADAModule(extractor="light", kappa_map=True, residual=True)
-    with pytest.raises(InputValueError, match="kappa_map"):
-        DADAModule(extractor="none", kappa_map=True)
 
 
 def test_rkc_lead_in_draws_the_start_with_growing_rkc_steps(monkeypatch) -> None:

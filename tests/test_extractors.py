@@ -206,21 +206,3 @@ def test_decoder_channels_are_checked() -> None:
         ResNetUNet(encoder, decoder_channels=(8, 8, 8))
     with pytest.raises(InputValueError, match="multiple of 4"):
         ResNetUNet(encoder, decoder_channels=(8, 8, 8, 6), pixel_shuffle=True)
-
-
-def test_residual_model_starts_at_the_learning_free_coefficients_and_learns() -> None:
-    from node_dada.diffusion import learning_free_coefficients
-    from node_dada.models import DADAModule
-
-    torch.manual_seed(0)
-    model = DADAModule(extractor="light", residual=True)
-    guide, depth0 = torch.rand(2, 3, 32, 32), torch.rand(2, 1, 32, 32) + 1
-    cv, ch = model.coefficients(guide, depth0)
-    reference = learning_free_coefficients(guide, depth0)
-    torch.testing.assert_close(cv, reference[0], rtol=0, atol=0)
-    torch.testing.assert_close(ch, reference[1], rtol=0, atol=0)
-    (cv.sum() + ch.sum()).backward()
-    # the zero head still receives a gradient, so training moves away from the start
-    assert model.extractor.head.weight.grad.abs().sum() > 0
-    with pytest.raises(InputValueError, match="residual"):
-        DADAModule(extractor="none", residual=True)

@@ -796,6 +796,20 @@ def projected_field(
     return _field(image, cv, ch, mask_lr, scale, projection)
 
 
+def _solve_start(y0: torch.Tensor, cv: torch.Tensor, ch: torch.Tensor, mask_lr: torch.Tensor,
+                 scale: int, *, rows: int) -> tuple:
+    """What a whole fused solve starts from: a private copy of the state, the arrays of
+    the coefficients and mask, a slope buffer, the block area and zero in the state's
+    dtype, and the workspace of ``rows`` rows per block row."""
+    _require_fit(y0, cv, ch, mask_lr, scale)
+    _threads()
+    state = y0.detach().contiguous().clone().numpy()[:, 0]
+    mask_a = _array(mask_lr.to(torch.bool))
+    dtype = state.dtype
+    return (state, _array(cv), _array(ch), mask_a, np.empty_like(state),
+            _scalar(dtype, scale * scale), _scalar(dtype, 0), _workspace(state, mask_a, rows))
+
+
 def rkc_solve(
     y0: torch.Tensor,
     cv: torch.Tensor,
@@ -818,17 +832,10 @@ def rkc_solve(
 
     if stages is None and spectral_radius is None:
         raise ValueError("rkc_solve: give stages or spectral_radius")
-    _require_fit(y0, cv, ch, mask_lr, scale)
-    _threads()
-    state = y0.detach().contiguous().clone().numpy()[:, 0]
-    cv_a, ch_a = _array(cv), _array(ch)
-    mask_a = _array(mask_lr.to(torch.bool))
+    state, cv_a, ch_a, mask_a, f0, area, zero, (work, acc, acc_i) = _solve_start(
+        y0, cv, ch, mask_lr, scale, rows=4 + scale)
     dtype = state.dtype
     multiplicative = projection == "multiplicative"
-    area = _scalar(dtype, scale * scale)
-    zero = _scalar(dtype, 0)
-    work, acc, acc_i = _workspace(state, mask_a, 4 + scale)
-    f0 = np.empty_like(state)
     spares = [np.empty_like(state) for _ in range(3)]
     times = [float(x) for x in knots]
     nfe = 0
@@ -871,18 +878,11 @@ def euler_solve(
     Euler-trained models without a Python-level loop. Returns the final state and
     the number of function evaluations.
     """
-    _require_fit(y0, cv, ch, mask_lr, scale)
-    _threads()
-    state = y0.detach().contiguous().clone().numpy()[:, 0]
+    state, cv_a, ch_a, mask_a, f0, area, zero, (work, acc, acc_i) = _solve_start(
+        y0, cv, ch, mask_lr, scale, rows=4)
     spare = np.empty_like(state)
-    f0 = np.empty_like(state)
-    cv_a, ch_a = _array(cv), _array(ch)
-    mask_a = _array(mask_lr.to(torch.bool))
     dtype = state.dtype
     multiplicative = projection == "multiplicative"
-    area = _scalar(dtype, scale * scale)
-    zero = _scalar(dtype, 0)
-    work, acc, acc_i = _workspace(state, mask_a, 4)
     times = knots.tolist()
     for t0, t1 in zip(times[:-1], times[1:], strict=True):
         _field_pass(1, state, state, state, f0, cv_a, ch_a, mask_a, scale, area,
