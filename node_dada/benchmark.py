@@ -485,12 +485,9 @@ def run_benchmark(
                             seconds += estimate_s
                     tally = tallies[spec.name]
                     errors = tally.accumulator.update(prediction, crop.target)
-                    if per_crop is not None:
-                        valid = torch.isfinite(crop.target)
-                        difference = (prediction.detach() - crop.target)[valid].double()
-                        per_crop.append(CropError(scale, crop.name, spec.name,
-                                                  float(difference.abs().mean()) / 10.0,
-                                                  int(valid.sum())))
+                    if per_crop is not None and errors is not None:
+                        per_crop.append(CropError(scale, crop.name, spec.name, errors.mae_cm,
+                                                  errors.count))
                     tally.seconds += seconds
                     tally.megapixels += crop.megapixels
                     tally.crops += 1

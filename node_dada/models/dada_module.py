@@ -33,7 +33,7 @@ from node_dada.diffusion import (
     shift_positive,
     solve_ode,
 )
-from node_dada.diffusion.learning_free import ODE_METHOD, ODE_STEP_GROWTH, ODE_STEP_SIZE
+from node_dada.diffusion.learning_free import learning_free_solver
 from node_dada.errors import InputValueError, SolverError
 from node_dada.models.extractors import build_extractor
 from node_dada.models.visuals import colourise, guide_to_rgb
@@ -248,8 +248,7 @@ class DADAModule(L.LightningModule):
                 if hp.get("lead_in_solver", "training") == "rkc":
                     start, pre_info = solve_ode(
                         depth0, cv.detach(), ch.detach(), source, mask, lead,
-                        method=ODE_METHOD, step_size=ODE_STEP_SIZE, step_growth=ODE_STEP_GROWTH,
-                        projection=hp.projection)
+                        projection=hp.projection, **learning_free_solver())
                 else:
                     start, pre_info = self._solve(depth0, cv.detach(), ch.detach(), source,
                                                   mask, lead, "direct")
