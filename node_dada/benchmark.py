@@ -223,11 +223,13 @@ def count_crops(
 # --- methods ------------------------------------------------------------------------
 
 
-def checkpoint_method(name: str, path: Path) -> Callable[..., torch.Tensor]:
+def checkpoint_method(name: str, path: Path, solver: str = "exact"
+                      ) -> Callable[..., torch.Tensor]:
     """A trained model as benchmark method ``name``, with the baselines' signature
     ``method(guide, source, *, scale, mask_lr=None, depth0=None) -> (B, 1, H, W)``
-    (raw 0-1 guide, source and result in mm). The checkpoint is loaded once,
-    weights-only, so a bad or untrusted file fails here with a clear error."""
+    (raw 0-1 guide, source and result in mm), run with ``solver`` (``"exact"``: its
+    training solver; ``"fast"``: RKC, see ``node_dada.upsample``). The checkpoint is
+    loaded once, weights-only, so a bad or untrusted file fails here with a clear error."""
     import node_dada
     from node_dada.models.inference import load_model
 
@@ -237,7 +239,7 @@ def checkpoint_method(name: str, path: Path) -> Callable[..., torch.Tensor]:
                mask_lr: torch.Tensor | None = None, depth0: torch.Tensor | None = None,
                ) -> torch.Tensor:
         return node_dada.upsample(guide, source, scale=scale, mask_lr=mask_lr,
-                                  checkpoint=str(path))
+                                  checkpoint=str(path), solver=solver)
 
     method.__name__ = name
     return method
@@ -290,12 +292,14 @@ def method_specs(
     ode_step: float = ODE_STEP_SIZE,
     ode_step_growth: float = ODE_STEP_GROWTH,
     checkpoints: Sequence[tuple[str, Path, int | None]] = (),
+    model_solver: str = "exact",
 ) -> list[MethodSpec]:
     """Look the methods up (unknown names raise) and fix DADA's settings.
 
     ``dada`` runs ``dada_iters`` discrete iterations; ``dada_ode`` integrates to
     the matching horizon ``T = 0.24 * dada_iters`` with RKC steps growing from
-    ``ode_step`` by the factor ``ode_step_growth``.
+    ``ode_step`` by the factor ``ode_step_growth``; ``checkpoints`` run with
+    ``model_solver``.
     """
     specs = []
     t_end = DEFAULT_STEP * dada_iters
@@ -318,7 +322,9 @@ def method_specs(
             raise InputValueError(
                 f"--checkpoint {name}={path}: the name {name!r} is already a method; pick another"
             )
-        specs.append(MethodSpec(name, checkpoint_method(name, path), solver="trained",
+        specs.append(MethodSpec(name, checkpoint_method(name, path, model_solver),
+                                solver="trained" if model_solver == "exact"
+                                else "trained, fast (rkc)",
                                 scales=() if scale is None else (scale,)))
     return specs
 
@@ -843,6 +849,10 @@ def build_parser(prog: str = "node-dada benchmark") -> argparse.ArgumentParser:
         help="a trained model (a file or a shipped name) to add to the table as method NAME; "
              "@SCALE evaluates it only at that scale",
     )
+    parser.add_argument(
+        "--model-solver", choices=("exact", "fast"), default="exact",
+        help="how --checkpoint models integrate: exact (default: their training solver, "
+             "as in training and `node-dada test`) or fast (RKC, upsample's default)")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default: torch's choice); recorded in the .md")
     parser.add_argument("--per-image", action="store_true",
@@ -868,6 +878,7 @@ def main(argv: list[str] | None = None) -> int:
             ode_step=args.ode_step,
             ode_step_growth=args.ode_step_growth,
             checkpoints=args.checkpoint,
+            model_solver=args.model_solver,
         )
         scenes = load_scenes(args.dataset, root=args.root, split=args.split)
         crop_size = args.crop_size or None

@@ -70,8 +70,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import ctypes
-import ctypes.util
 import gc
 import io
 import itertools
@@ -95,6 +93,7 @@ import torch
 import yaml
 
 from node_dada.errors import InputValueError, NodeDadaError, SolverError
+from node_dada.libc import LIBC, Libc
 
 __all__ = [
     "KINDS",
@@ -381,31 +380,6 @@ def _rss_kib(field_name: str) -> int | None:
     return None
 
 
-class _Libc:
-    """glibc's malloc knobs (absent elsewhere: then memory is not measured precisely)."""
-
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    DEFAULT = 128 * 1024
-
-    def __init__(self) -> None:
-        self.lib = None
-        name = ctypes.util.find_library("c")
-        if name and sys.platform.startswith("linux"):
-            with contextlib.suppress(OSError):
-                lib = ctypes.CDLL(name)
-                if hasattr(lib, "mallopt") and hasattr(lib, "malloc_trim"):
-                    self.lib = lib
-
-    def mallopt(self, option: int, value: int) -> None:
-        if self.lib is not None:
-            self.lib.mallopt(option, value)
-
-    def trim(self) -> None:
-        if self.lib is not None:
-            self.lib.malloc_trim(0)
-
-
-_LIBC = _Libc()
 
 
 @contextlib.contextmanager
@@ -413,13 +387,13 @@ def _measuring_malloc() -> Iterator[None]:
     """Blocks of 4 KiB or more get their own mapping and go back to the system when
     freed, so the resident set follows live tensors (at a cost of ~10-30 % speed,
     the same for every cell). glibc's defaults are restored afterwards."""
-    _LIBC.mallopt(_Libc.M_MMAP_THRESHOLD, 4096)
-    _LIBC.mallopt(_Libc.M_TRIM_THRESHOLD, 0)
+    LIBC.mallopt(Libc.M_MMAP_THRESHOLD, 4096)
+    LIBC.mallopt(Libc.M_TRIM_THRESHOLD, 0)
     try:
         yield
     finally:
-        _LIBC.mallopt(_Libc.M_MMAP_THRESHOLD, _Libc.DEFAULT)
-        _LIBC.mallopt(_Libc.M_TRIM_THRESHOLD, _Libc.DEFAULT)
+        LIBC.mallopt(Libc.M_MMAP_THRESHOLD, Libc.DEFAULT)
+        LIBC.mallopt(Libc.M_TRIM_THRESHOLD, Libc.DEFAULT)
 
 
 @dataclass
@@ -437,7 +411,7 @@ def measure() -> Iterator[Measurement]:
     """
     result = Measurement()
     gc.collect()
-    _LIBC.trim()
+    LIBC.trim()
     before = _rss_kib("VmRSS")
     reset = False
     if before is not None:

@@ -94,3 +94,72 @@ def test_lead_in_solver_is_checked() -> None:
         DADAModule(extractor="light", solver="ode", grad_mode="adjoint", lead_in_solver="euler")
     with pytest.raises(InputValueError, match="discrete solver"):
         DADAModule(extractor="light", lead_in_solver="rkc")
+
+
+def _perturbed_model(extractor: str, **head) -> DADAModule:
+    """A float64 model in eval mode whose weights and batch statistics are all non-zero."""
+    torch.manual_seed(0)
+    model = DADAModule(extractor=extractor, **head).double().eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter += 0.05 * torch.randn_like(parameter)
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer += 0.1 * torch.randn_like(buffer)
+    return model
+
+
+def _image(height: int = 161, width: int = 601) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    return (torch.rand(1, 3, height, width, generator=gen, dtype=torch.float64),
+            1 + torch.rand(1, 1, height, width, generator=gen, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("head", [{"kappa_map": True}, {"residual": True}, {}])
+def test_tiled_coefficients_equal_the_untiled_ones(head) -> None:
+    """Tiles of 128 with margins of the receptive radius (160), on an image whose sides
+    are not multiples of the stride and wide enough for windows cut on both sides:
+    every core pixel sees what it sees untiled."""
+    model = _perturbed_model("light", **head)
+    guide, depth0 = _image()
+    calls = []
+    model.extractor.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        whole = model.coefficients(guide, depth0)
+        tiled = model.coefficients(guide, depth0, tile=128)
+    assert len(calls) == 1 + 2 * 5  # one untiled call, then 2 x 5 tiles (192 x 608 / 128)
+    for one, other in zip(whole, tiled, strict=True):
+        assert one.shape == other.shape
+        torch.testing.assert_close(other, one, rtol=0, atol=1e-12)
+
+
+def test_tiles_need_their_margin(monkeypatch) -> None:
+    """The same comparison with one stride of margin fails: the margin is what makes tiles exact."""
+    model = _perturbed_model("light", kappa_map=True)
+    guide, depth0 = _image()
+    with torch.no_grad():
+        whole = model.coefficients(guide, depth0)
+        monkeypatch.setattr(type(model.extractor), "receptive_radius", property(lambda _: 1))
+        tiled = model.coefficients(guide, depth0, tile=128)
+    assert (whole[0] - tiled[0]).abs().max() > 1e-6
+
+
+def test_receptive_radius_bounds_the_reach_of_one_input_pixel() -> None:
+    model = _perturbed_model("light", kappa_map=True)
+    x = torch.rand(1, 4, 512, 512, dtype=torch.float64)
+    with torch.no_grad():
+        changed = (model.extractor(x) - model.extractor(x.index_put(
+            (torch.tensor([0]), torch.tensor([0]), torch.tensor([250]), torch.tensor([261])),
+            torch.tensor(1.0, dtype=torch.float64), accumulate=True))).abs().amax(dim=(0, 1))
+    rows, cols = torch.nonzero(changed > 0, as_tuple=True)
+    reach = max(int((rows - 250).abs().max()), int((cols - 261).abs().max()))
+    assert 60 < reach <= model.extractor.receptive_radius
+
+
+def test_paper_recipe_extractors_run_untiled() -> None:
+    model = _perturbed_model("resnet18", kappa_map=True)
+    guide, depth0 = _image(96, 96)
+    with torch.no_grad():
+        assert model._tiled_coefficients(guide, depth0, 32) is None
+    with pytest.raises(InputValueError, match="multiple of 32"):
+        _perturbed_model("light").coefficients(guide, depth0, tile=48)

@@ -109,7 +109,7 @@ def fit_argv(space: Space, *extra: str, root: Path | None = None) -> list[str]:
 
 def predict_argv(guide: Path, source: Path, *extra: str, scale: str = "8") -> list[str]:
     return ["predict", "--guide", str(guide), "--source", str(source), "--scale", scale,
-            "--solver", "discrete", *extra]
+            "--solver", "exact", *extra]
 
 
 def png16(space: Space, name: str, array: np.ndarray) -> Path:
@@ -233,7 +233,8 @@ def up(guide, source, **kwargs) -> Callable[[Space], object]:
     def run(space: Space) -> object:
         g = guide(space) if callable(guide) else guide
         s = source(space) if callable(source) else source
-        return node_dada.upsample(g, s, **{"scale": 8, "num_iter": 20, **kwargs})
+        quick = {} if "checkpoint" in kwargs else {"num_iter": 20}  # a model brings its own
+        return node_dada.upsample(g, s, **{"scale": 8, **quick, **kwargs})
     return run
 
 

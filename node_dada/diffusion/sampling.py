@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.interpolate import griddata
+from scipy.interpolate import CloughTocher2DInterpolator, NearestNDInterpolator
 from scipy.spatial import QhullError
 from threadpoolctl import threadpool_limits
 
@@ -69,21 +69,43 @@ def _lr_centres(height: int, width: int, scale: int) -> tuple[np.ndarray, np.nda
     return offset + scale * np.arange(height), offset + scale * np.arange(width)
 
 
-def _initial_estimate_one(source: np.ndarray, mask: np.ndarray, scale: int) -> np.ndarray:
+#: Rows of the high-resolution grid evaluated at once by ``_initial_estimate_one``
+#: (bounds its temporaries on large frames; the values do not depend on it).
+_ESTIMATE_CHUNK_PIXELS = 1 << 20
+
+
+def _initial_estimate_one(source: np.ndarray, mask: np.ndarray, scale: int,
+                          dtype: np.dtype = np.float64) -> np.ndarray:
+    """griddata's cubic (Clough-Tocher) interpolation of the valid samples, nearest
+    sample outside their convex hull, evaluated in chunks of rows (the interpolants
+    are built once; each pixel's value is the same as in one whole-image call)."""
     rows, cols = _lr_centres(*source.shape, scale)
     grid_r, grid_c = np.meshgrid(rows, cols, indexing="ij")
     points = np.stack([grid_r[mask], grid_c[mask]], axis=1)
     values = source[mask].astype(np.float64)
     big_h, big_w = source.shape[0] * scale, source.shape[1] * scale
-    target = tuple(np.meshgrid(np.arange(big_h), np.arange(big_w), indexing="ij"))
-    nearest = griddata(points, values, target, method="nearest")
-    if len(values) < 3:
-        return nearest
-    try:
-        cubic = griddata(points, values, target, method="cubic")
-    except QhullError:  # all valid samples on one line: no triangulation exists
-        return nearest
-    return np.where(np.isfinite(cubic), cubic, nearest)
+    nearest = NearestNDInterpolator(points, values)
+    cubic = None
+    if len(values) >= 3:
+        try:
+            cubic = CloughTocher2DInterpolator(points, values)
+        except QhullError:  # all valid samples on one line: no triangulation exists
+            cubic = None
+    out = np.empty((big_h, big_w), dtype=dtype)
+    step = max(1, _ESTIMATE_CHUNK_PIXELS // big_w)
+    for first in range(0, big_h, step):
+        last = min(first + step, big_h)
+        target = np.meshgrid(np.arange(first, last), np.arange(big_w), indexing="ij")
+        if cubic is None:
+            out[first:last] = nearest(*target)
+            continue
+        chunk = cubic(*target)
+        # nearest sample only where the cubic is undefined (outside the convex hull)
+        outside = ~np.isfinite(chunk)
+        if outside.any():
+            chunk[outside] = nearest(target[0][outside], target[1][outside])
+        out[first:last] = chunk
+    return out
 
 
 def initial_estimate(
@@ -133,7 +155,10 @@ def initial_estimate(
     # OpenBLAS's thread pool awake each call wakes it: a 256 x 256 x8 estimate took
     # 0.07-22 s on a busy 2-core machine, a steady 0.02 s on one thread.
     with threadpool_limits(limits=1, user_api="blas"):
-        out = np.stack([_initial_estimate_one(s[0], m[0], scale)[None] for s, m in pairs])
+        # float32 for float32 sources: the float64 interpolation rounded once, as before
+        dtype = np.float64 if source.dtype == torch.float64 else np.float32
+        out = np.stack([_initial_estimate_one(s[0], m[0], scale, dtype)[None]
+                        for s, m in pairs])
     return torch.from_numpy(out).to(device=source.device, dtype=source.dtype)
 
 

@@ -322,6 +322,37 @@ class ResNetUNet(nn.Module):
         return out
 
 
+    @property
+    def receptive_radius(self) -> int:
+        """An upper bound, in input pixels, of how far an output pixel's value reaches
+        into the input: the sum over the deepest path of ``(k - 1) / 2`` times the
+        stride at which each convolution or pooling runs, plus one stride of the
+        coarsest grid (where a pixel falls inside its block), for the paper's recipe
+        also the bicubic upsampling and pooling around it. Inputs further apart than
+        this do not interact (tiled inference relies on it; tested)."""
+        radius, jump = 0, 1
+        encoder = self.encoder
+        for name, module in encoder.named_modules():  # registration order = run order
+            if "downsample" in name:  # the shortcut runs beside the block, not after it
+                continue
+            if isinstance(module, nn.Conv2d | nn.MaxPool2d):
+                size = module.kernel_size if isinstance(module.kernel_size, int) else (
+                    module.kernel_size[0])
+                stride = module.stride if isinstance(module.stride, int) else module.stride[0]
+                radius += (size - 1) // 2 * jump
+                jump *= stride
+        for block in self.decoder:
+            jump //= 2
+            radius += sum((conv.kernel_size[0] - 1) // 2 * jump
+                          for conv in block.modules() if isinstance(conv, nn.Conv2d))
+        if self.pixel_shuffle:
+            jump //= 2
+        radius += (self.head.kernel_size[0] - 1) // 2 * jump + self.stride
+        if self.upsample_input:  # the network sees the input at twice its size
+            radius = (radius + 2) // 2 + 2
+        return radius
+
+
 class IdentityExtractor(nn.Module):
     """The learning-free "extractor": ``(B, C, H, W) -> (B, C, H, W)``, the input itself.
 
@@ -333,6 +364,8 @@ class IdentityExtractor(nn.Module):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = in_channels
+
+    receptive_radius = 0
 
     def forward(self, x: Tensor) -> Tensor:
         _check_input(x, self.in_channels)
