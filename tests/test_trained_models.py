@@ -161,3 +161,35 @@ def test_a_resumed_run_is_timed_over_all_its_version_folders(tmp_path):
     checkpoint = tmp_path / "x8" / "version_1" / "checkpoints" / "best-119-0.9.ckpt"
     assert run_folder(checkpoint) == tmp_path / "x8"
     assert run_folder(tmp_path / "ckpt" / "last.ckpt") == tmp_path  # no version folders
+
+
+SPEED = ROOT / "results" / "speed" / "trained"
+
+
+@pytest.mark.skipif(not (SHARED / "middlebury0506" / "ThirdSize").is_dir(),
+                    reason="needs ../shared/data/middlebury0506 (the Middlebury test scenes)")
+def test_fast_solver_accuracy_rows_reproduce_with_their_command():
+    """One committed row of results/speed/trained/accuracy_per_image.csv (the smallest
+    test image, the x8 alias) recomputed as benchmarks/trained_speed.py computes it."""
+    import csv
+
+    import torch
+
+    import node_dada
+
+    rows = list(csv.DictReader(open(SPEED / "accuracy_per_image.csv")))
+    row = next(r for r in rows if r["model"] == "middlebury-x8-discrete"
+               and r["image"] == "Bowling1/view5")
+    scenes = benchmark.load_scenes("middlebury", root=[
+        SHARED / "middlebury0506" / "ThirdSize", SHARED / "middlebury2014"])
+    crop = next(c for c in benchmark.iter_crops(scenes, scale=8, crop_size=None)
+                if c.name == row["image"])
+    valid = torch.isfinite(crop.target)
+    maes = {}
+    for solver in ("exact", "fast"):
+        out = node_dada.upsample(crop.guide, crop.source, scale=8, mask_lr=crop.mask_lr,
+                                 checkpoint=row["model"], solver=solver)
+        maes[solver] = float((out - crop.target)[valid].abs().double().mean()) / 10.0
+    assert maes["exact"] == pytest.approx(float(row["mae_exact_cm"]), rel=1e-4)
+    assert maes["fast"] == pytest.approx(float(row["mae_fast_cm"]), rel=1e-4)
+    assert abs(float(row["change_pct"])) < 0.5 and float(row["rel_l2"]) < 1e-3
