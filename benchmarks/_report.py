@@ -22,3 +22,11 @@ def rss_kib(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def load_average() -> str:
+    """The 1, 5 and 15-minute load averages (``/proc/loadavg``), or ``"?"``."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"

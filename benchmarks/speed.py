@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _report import rss_kib  # benchmarks/ is on sys.path when run as a script
+from _report import load_average, rss_kib  # benchmarks/ is on sys.path when run as a script
 from torchdiffeq import odeint
 
 from node_dada.data.motorcycle import MIDDLEBURY_DEPTH_SCALE_MM, load_motorcycle
@@ -411,13 +411,6 @@ def write(out: Path, rows: list[dict], training: list[dict], command: str,
     (out / "README.md").write_text("\n".join(lines) + "\n")
 
 
-def _load() -> str:
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return "?"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/speed"))
@@ -435,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     import numba
 
-    context = {"when": time.strftime("%Y-%m-%d"), "load_before": _load(),
+    context = {"when": time.strftime("%Y-%m-%d"), "load_before": load_average(),
                "numba": numba.__version__,
                "machine": f"{os.cpu_count()} CPUs ({_cpu_name()})"}
     guide, depth = load_motorcycle()
@@ -459,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     context["training"] = (
         "Gradient of a mean absolute error w.r.t. `cv` and `ch` (as in training, where they "
         "come from the CNN); one run each, the fused kernels loaded beforehand.")
-    context["load_after"] = _load()
+    context["load_after"] = load_average()
     command = "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
     write(args.out, rows, training, command.strip(), context)
     (args.out / "context.json").write_text(json.dumps({**context, "command": command.strip()},

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _report import rss_kib  # benchmarks/ is on sys.path when run as a script
+from _report import load_average, rss_kib  # benchmarks/ is on sys.path when run as a script
 
 import node_dada
 from node_dada.data.motorcycle import load_motorcycle
@@ -86,8 +86,8 @@ def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
 def shared_work(guide: np.ndarray, source: np.ndarray, name: str | None) -> None:
     """What both solvers do before the diffusion: the initial estimate (the reference's
     cubic interpolation) and the coefficients (the CNN, or the learning-free ones)."""
-    from node_dada.api import _cached_model
     from node_dada.diffusion import initial_estimate, learning_free_coefficients, normalize_guide
+    from node_dada.models.inference import cached_model
 
     guide_n = normalize_guide(torch.from_numpy(guide.transpose(2, 0, 1).copy())[None] / 255)
     valid = torch.from_numpy(np.isfinite(source))[None, None]
@@ -97,7 +97,7 @@ def shared_work(guide: np.ndarray, source: np.ndarray, name: str | None) -> None
         if name is None:
             learning_free_coefficients(guide_n, depth0)
         else:
-            model = _cached_model(name)
+            model = cached_model(name)
             model.coefficients(guide_n, depth0, tile=model.inference_tile)
 
 
@@ -224,13 +224,6 @@ def table(rows: list[dict], columns: list[str]) -> list[str]:
     return lines
 
 
-def _load() -> str:
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return "?"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/speed/trained"))
@@ -253,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = "python benchmarks/trained_speed.py " + " ".join(
         sys.argv[1:] if argv is None else argv)
-    load_before = _load()
+    load_before = load_average()
     parts: dict[str, list[dict]] = {}
     if "speed" in args.parts:
         parts["speed"] = speed_rows(args.models, args.repeats)
@@ -268,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         "# Trained models on the fast path", "",
         f"Produced by `{command.strip()}` ({time.strftime('%Y-%m-%d')}); "
         f"{torch.get_num_threads()} torch thread(s), {os.cpu_count()} CPUs; load average "
-        f"before/after {load_before} / {_load()}.", "",
+        f"before/after {load_before} / {load_average()}.", "",
         "`node_dada.upsample(guide, source, scale, checkpoint=NAME)` runs the model's "
         "coefficients through the growing-step RKC schedule of learning-free inference "
         "(`solver=\"fast\"`, the default); `solver=\"exact\"` runs the model's own training "

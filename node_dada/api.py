@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import os
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -186,7 +184,9 @@ def upsample(
         )
     model = None
     if checkpoint is not None:
-        model = _cached_model(checkpoint)
+        from node_dada.models.inference import cached_model
+
+        model = cached_model(checkpoint)
         if depth_scale is None:
             depth_scale = model.hparams.depth_scale
         guide_t = _match_guide_channels(guide_t, model.hparams.guide_channels)
@@ -230,23 +230,6 @@ def upsample(
         out_dtype = source.dtype if np.issubdtype(source.dtype, np.floating) else np.float64
         return result[0, 0].cpu().numpy().astype(out_dtype)
     return result.to(source_t.dtype)
-
-
-def _cached_model(checkpoint: str | os.PathLike):
-    """The model of ``checkpoint``, read once per process for a given file (its path,
-    size and modification time): many frames with one model pay for one load."""
-    from node_dada.models.inference import resolve_checkpoint
-
-    path = resolve_checkpoint(checkpoint).resolve()
-    stat = path.stat()
-    return _load_model_once(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=4)
-def _load_model_once(path: str, size: int, mtime_ns: int):
-    from node_dada.models.inference import load_model
-
-    return load_model(path)
 
 
 def _check_model_options(solver: str, **learning_free: Any) -> None:

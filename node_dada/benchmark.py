@@ -231,9 +231,9 @@ def checkpoint_method(name: str, path: Path, solver: str = "exact"
     training solver; ``"fast"``: RKC, see ``node_dada.upsample``). The checkpoint is
     loaded once, weights-only, so a bad or untrusted file fails here with a clear error."""
     import node_dada
-    from node_dada.models.inference import load_model
+    from node_dada.models.inference import cached_model
 
-    load_model(path)  # fail early, before any crop is evaluated
+    cached_model(path)  # fail early, before any crop; upsample reuses this load
 
     def method(guide: torch.Tensor, source: torch.Tensor, *, scale: int,
                mask_lr: torch.Tensor | None = None, depth0: torch.Tensor | None = None,

@@ -198,10 +198,10 @@ def test_checkpoint_on_a_frame_larger_than_a_tile_matches_the_untiled_run(monkey
     """Large frames compute the coefficients in tiles (memory bound by the tile); with
     tiles of 128 on a 192 x 640 crop the coefficients differ from the untiled ones by
     float32 round-off (about 2e-7), which the 8128-step diffusion leaves near 2e-5."""
-    from node_dada.api import _cached_model
+    from node_dada.models.inference import cached_model
 
     guide, source = _motorcycle_pair(8, size=192, width=640)
-    model = _cached_model("middlebury-x8")
+    model = cached_model("middlebury-x8")
     monkeypatch.setattr(model, "inference_tile", None)
     whole = node_dada.upsample(guide, source, scale=8, checkpoint="middlebury-x8")
     monkeypatch.setattr(model, "inference_tile", 128)

@@ -7,6 +7,7 @@ unpickling would run code or build arbitrary objects is refused with a
 
 from __future__ import annotations
 
+import functools
 import inspect
 import io
 import json
@@ -22,6 +23,7 @@ from node_dada.models.weights import load_checkpoint_safely
 __all__ = [
     "NAMED_CHECKPOINTS",
     "SHIPPED_MODELS",
+    "cached_model",
     "export_model",
     "load_checkpoint_file",
     "load_model",
@@ -92,6 +94,21 @@ def load_model(checkpoint: str | Path):
     shipped ``{"hyper_parameters", "state_dict"}`` file, in eval mode."""
     path = resolve_checkpoint(checkpoint)
     return model_from_content(load_checkpoint_file(path), path)
+
+
+def cached_model(checkpoint: str | Path):
+    """:func:`load_model`, read once per process for a given file (its path, size and
+    modification time): many frames with one model pay for one load. The model is
+    shared between callers; ``node_dada.upsample`` moves it to the input's device
+    and dtype."""
+    path = resolve_checkpoint(checkpoint).resolve()
+    stat = path.stat()
+    return _load_model_once(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_model_once(path: str, size: int, mtime_ns: int):
+    return load_model(path)
 
 
 def model_from_content(content: dict[str, Any], path: str | Path):
