@@ -20,6 +20,7 @@ from node_dada.diffusion import (
     shift_positive,
 )
 from node_dada.diffusion._checks import check_finite, check_pair, check_scale, check_tensor
+from node_dada.diffusion.noise import check_source_noise, estimate_source_noise, fidelity_weights
 from node_dada.errors import InputTypeError, InputValueError, ShapeError
 from node_dada.libc import release_free_memory
 
@@ -131,6 +132,7 @@ def upsample(
     step: float | None = None,
     kappa: float | None = None,
     depth_scale: float | None = None,
+    source_noise: float | str | None = None,
     callback: Callable[[int], None] | None = None,
 ) -> np.ndarray | torch.Tensor:
     """Upsample a low-resolution depth map guided by a high-resolution image.
@@ -157,6 +159,14 @@ def upsample(
         depth_scale: divisor that brings ``source`` to the range DADA works in; default
             the checkpoint's training scale, or 1122.7 (millimetres) when learning-free.
             Use ``1.1227`` for metres, etc.
+        source_noise: how far to trust the source. ``None`` (default): exactly, every
+            ``scale x scale`` block mean of the output equals the source (the paper's
+            adjustment). A number: the standard deviation of the source's noise, in its
+            units; the output's block means may then depart from a noisy source where
+            the guide shows one smooth surface (a data-fidelity term instead of the
+            hard adjustment, docs/design.md section 4b). ``"auto"``: the noise is
+            estimated from the source (a local, robust estimate; grows with depth for
+            time-of-flight-like noise). ``0`` is the exact consistency.
         callback: called with the number of finished iterations (progress bars).
 
     Returns:
@@ -172,6 +182,7 @@ def upsample(
         raise InputValueError(f"solver: expected one of {_SOLVERS}, got {solver!r}")
     if checkpoint is not None:
         _check_model_options(solver, num_iter=num_iter, step=step, kappa=kappa)
+    source_noise = check_source_noise(source_noise)
     scale = check_scale(scale)
     guide_t, numpy_in = _guide_to_tensor(guide)
     source_t = _source_to_tensor(source)
@@ -208,6 +219,7 @@ def upsample(
             f"depth_scale {depth_scale:g}; pass depth in a smaller unit or a matching depth_scale"
         )
     with torch.no_grad():
+        fidelity = _fidelity(source_noise, scaled, mask, depth_scale, guide_n)
         depth0 = initial_estimate(scaled, mask, scale)
         release_free_memory()  # the interpolation's temporaries (large frames: ~GB)
         if model is not None:
@@ -216,7 +228,8 @@ def upsample(
             cv, ch = model.coefficients(guide_n, depth0, tile=model.inference_tile)
             del guide_n  # the diffusion needs only the coefficients
             release_free_memory()
-            result, _ = model.diffuse(depth0, cv, ch, source_s, mask, shift, solver=solver)
+            result, _ = model.diffuse(depth0, cv, ch, source_s, mask, shift, solver=solver,
+                                      fidelity=fidelity)
             if callback is not None:
                 callback(model.hparams.lead_in + model.hparams.train_iter)
         else:
@@ -224,7 +237,8 @@ def upsample(
                 guide_n, scaled, mask, depth0, solver=_LEARNING_FREE_SOLVER[solver],
                 kappa=DEFAULT_KAPPA if kappa is None else kappa,
                 num_iter=INFERENCE_PRE_ITER if num_iter is None else num_iter,
-                step=DEFAULT_STEP if step is None else step, callback=callback)
+                step=DEFAULT_STEP if step is None else step, callback=callback,
+                fidelity=fidelity)
     result = result * depth_scale
     if numpy_in:
         out_dtype = source.dtype if np.issubdtype(source.dtype, np.floating) else np.float64
@@ -267,12 +281,24 @@ def _match_guide_channels(guide: torch.Tensor, expected: int) -> torch.Tensor:
     )
 
 
-def _learning_free(guide_n, source, mask, depth0, *, solver, kappa, num_iter, step, callback):
+def _fidelity(source_noise, scaled, mask, depth_scale, guide):
+    """Per-block weights of the relaxed consistency, or None for the exact one."""
+    if source_noise is None or source_noise == 0:
+        return None
+    if source_noise == "auto":
+        sigma = estimate_source_noise(scaled, mask, guide)
+    else:
+        sigma = source_noise / depth_scale
+    return fidelity_weights(sigma, scaled, mask)
+
+
+def _learning_free(guide_n, source, mask, depth0, *, solver, kappa, num_iter, step, callback,
+                   fidelity=None):
     if solver == "discrete":
         return learning_free_dada(guide_n, source, mask, depth0, kappa=kappa, num_iter=num_iter,
-                                  step=step, callback=callback)
+                                  step=step, callback=callback, fidelity=fidelity)
     result, _ = learning_free_ode(guide_n, source, mask, depth0, t_end=step * num_iter,
-                                  kappa=kappa)
+                                  kappa=kappa, fidelity=fidelity)
     if callback is not None:
         callback(num_iter)
     return result

@@ -8,6 +8,8 @@ PNG. With no ``--checkpoint`` it runs learning-free DADA.
 
 from __future__ import annotations
 
+import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -29,8 +31,10 @@ def predict_pair(
     depth_scale: float | None = None,
     solver: str = "fast",
     invalid_value: float = 0.0,
+    source_noise: float | str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return ``(guide float HWC, source, upsampled depth)`` for a pair of files."""
+    """Return ``(guide float HWC, source, upsampled depth)`` for a pair of files
+    (``source_noise``: as in ``node_dada.upsample``, in the file's units)."""
     import node_dada
 
     guide = guide_to_float(read_image(guide_path, what="guide"))
@@ -43,7 +47,8 @@ def predict_pair(
     source = raw.astype(np.float64)
     source[source == invalid_value] = np.nan
     depth = node_dada.upsample(guide, source, scale=scale, checkpoint=checkpoint,
-                               depth_scale=depth_scale, solver=solver)
+                               depth_scale=depth_scale, solver=solver,
+                               source_noise=source_noise)
     return guide, raw, depth
 
 
@@ -118,6 +123,18 @@ def write_preview(path: Path, guide: np.ndarray, source: np.ndarray, depth: np.n
     plt.close(fig)
 
 
+def _source_noise_arg(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'auto', got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     """Upsample one pair; a bad argument ends with one line on stderr and exit code 2."""
     from node_dada.benchmark import OneLineParser, UsageError, report_error
@@ -137,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
              "exact: the reference (learning-free: the discrete iteration; a checkpoint: "
              "its training solver, 5-10x slower); ode/discrete: learning-free only")
     parser.add_argument("--invalid-value", type=float, default=0.0, help="value marking holes")
+    parser.add_argument(
+        "--source-noise", type=_source_noise_arg, default=None, metavar="SIGMA|auto",
+        help="noisy sensor depth: its noise standard deviation in the file's units, or "
+             "'auto' to estimate it; the output then follows the source only as far as "
+             "the noise allows (default: exact block-mean consistency)")
     try:
         args = parser.parse_args(argv)
     except UsageError as error:
@@ -147,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     check_output(out, like)
     guide, source, depth = predict_pair(
         args.guide, args.source, scale=args.scale, checkpoint=args.checkpoint,
-        depth_scale=args.depth_scale, solver=args.solver, invalid_value=args.invalid_value)
+        depth_scale=args.depth_scale, solver=args.solver, invalid_value=args.invalid_value,
+        source_noise=args.source_noise)
     write_depth(out, depth, source)
     preview = out.with_name(out.stem + "_preview.png")
     write_preview(preview, guide, source, depth)

@@ -33,6 +33,7 @@ from node_dada.data.diml import DIML_DEPTH_SCALE_MM, DIMLScenes
 from node_dada.data.folder import DepthEncoding, FolderScenes
 from node_dada.data.middlebury import MIDDLEBURY_DEPTH_SCALE_MM, MiddleburyScenes
 from node_dada.data.motorcycle import MotorcycleScenes
+from node_dada.data.noise import parse_sensor_noise
 from node_dada.data.nyuv2 import NYUV2_DEPTH_SCALE_MM, NYUv2Scenes
 from node_dada.data.pipeline import Batch, SceneSource, collate_samples
 from node_dada.errors import InputValueError
@@ -67,6 +68,8 @@ class GuidedDepthDataModule(L.LightningDataModule):
         train_repeats: training items per scene and epoch.
         predict_split: split whose whole images ``predict`` yields.
         pin_memory: pin batches (GPU training).
+        source_noise: sensor-like noise on the source of every split
+            (``node_dada.data.noise`` spec, e.g. ``"tof:0.01+dropout:0.05"``).
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class GuidedDepthDataModule(L.LightningDataModule):
         train_repeats: int = 1,
         predict_split: Split = "test",
         pin_memory: bool = False,
+        source_noise: str | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
@@ -112,6 +116,7 @@ class GuidedDepthDataModule(L.LightningDataModule):
         }
         self.predict_split = predict_split
         self.pin_memory = pin_memory
+        self.source_noise = parse_sensor_noise(source_noise)
         self.datasets: dict[str, GuidedDepthDataset] = {}
 
     def scenes(self, split: Split) -> SceneSource:
@@ -125,7 +130,8 @@ class GuidedDepthDataModule(L.LightningDataModule):
             extra = self.augment if mode == "train" else {}
             self.datasets[key] = GuidedDepthDataset(
                 self.scenes(split), mode=mode, scale=self.scale, crop_size=self.crop_size,
-                cache=self.cache, guide_channels=self.guide_channels, **extra,
+                cache=self.cache, guide_channels=self.guide_channels,
+                source_noise=self.source_noise, **extra,
             )
         return self.datasets[key]
 
@@ -202,6 +208,7 @@ class MiddleburyDataModule(GuidedDepthDataModule):
         train_repeats: int = 1,
         predict_split: Split = "test",
         pin_memory: bool = False,
+        source_noise: str | None = None,
     ) -> None:
         super().__init__(
             scale=scale, crop_size=crop_size, batch_size=batch_size,
@@ -209,7 +216,7 @@ class MiddleburyDataModule(GuidedDepthDataModule):
             guide_channels=guide_channels, horizontal_flip=horizontal_flip,
             max_rotation=max_rotation, min_valid_lr=min_valid_lr, min_valid_hr=min_valid_hr,
             max_retries=max_retries, train_repeats=train_repeats, predict_split=predict_split,
-            pin_memory=pin_memory,
+            pin_memory=pin_memory, source_noise=source_noise,
         )
         self.save_hyperparameters()
         self.root = root

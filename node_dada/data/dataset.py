@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from node_dada.data.io import convert_guide_channels
+from node_dada.data.noise import degrade_sample, parse_sensor_noise
 from node_dada.data.pipeline import (
     Sample,
     Scene,
@@ -63,6 +64,9 @@ class GuidedDepthDataset(Dataset[Sample]):
         crop_size: side of the square crops (pixels of the guide).
         cache: keep decoded scenes in memory (per worker process).
         guide_channels: convert the guide to this many channels (``None``: as stored).
+        source_noise: a sensor-like degradation of the source (``node_dada.data.noise``
+            spec, e.g. ``"tof:0.01+dropout:0.05"``), drawn afresh per training sample and
+            seeded by the item in evaluation (the same noisy source every epoch).
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class GuidedDepthDataset(Dataset[Sample]):
         min_valid_hr: float = MIN_VALID_HR,
         max_retries: int = MAX_CROP_RETRIES,
         repeats: int = 1,
+        source_noise: str | None = None,
     ) -> None:
         if mode not in ("train", "eval", "predict"):
             raise InputValueError(f"mode: expected 'train', 'eval' or 'predict', got {mode!r}")
@@ -109,6 +114,7 @@ class GuidedDepthDataset(Dataset[Sample]):
         self.min_valid_hr = float(min_valid_hr)
         self.max_retries = int(max_retries)
         self.repeats = int(repeats)
+        self.source_noise = parse_sensor_noise(source_noise)
         self._cache: dict[int, Scene] = {}
         self._items = self._index()
 
@@ -157,6 +163,13 @@ class GuidedDepthDataset(Dataset[Sample]):
         return scene
 
     def __getitem__(self, item: int) -> Sample:
+        sample = self._clean_item(item)
+        if self.source_noise is None or not sample.mask_hr.any():
+            return sample
+        generator = None if self.mode == "train" else torch.Generator().manual_seed(item)
+        return degrade_sample(sample, self.source_noise, generator)
+
+    def _clean_item(self, item: int) -> Sample:
         index, top, left = self._items[item]
         scene = self.scene(index)
         kwargs = {

@@ -31,6 +31,7 @@ from node_dada.diffusion._checks import (
     check_tensor,
     infer_scale,
 )
+from node_dada.diffusion.noise import relaxed_adjust
 from node_dada.diffusion.operators import ADJUST_EPS, hard_adjust
 from node_dada.errors import InputValueError, ShapeError
 
@@ -38,6 +39,7 @@ __all__ = [
     "DEFAULT_STEP",
     "INFERENCE_PRE_ITER",
     "TRAIN_ITER",
+    "check_fidelity",
     "prepare_problem",
     "discrete_step",
     "discrete_dada",
@@ -93,6 +95,27 @@ def prepare_problem(
     return source, mask, scale
 
 
+def check_fidelity(fidelity: object, source: torch.Tensor) -> torch.Tensor:
+    """Per-block fidelity weights ``mu`` (``noise.py``): a finite tensor >= 0 of the
+    source's shape (or a number), returned as a tensor of that shape."""
+    if not isinstance(fidelity, torch.Tensor):
+        if isinstance(fidelity, bool) or not isinstance(fidelity, (int, float)):
+            raise InputValueError(
+                f"fidelity: expected None, a number or a (B, 1, h, w) tensor of weights "
+                f">= 0, got {type(fidelity).__name__}")
+        fidelity = torch.tensor(float(fidelity))
+    fidelity = fidelity.to(device=source.device, dtype=source.dtype)
+    if fidelity.ndim == 0:
+        fidelity = fidelity.expand_as(source)
+    if tuple(fidelity.shape) != tuple(source.shape):
+        raise ShapeError(f"fidelity: expected shape {tuple(source.shape)} (that of source) "
+                         f"or a number, got {tuple(fidelity.shape)}")
+    if not torch.isfinite(fidelity).all() or (fidelity < 0).any():
+        raise InputValueError("fidelity: expected finite weights >= 0, got negative, NaN "
+                              "or inf values")
+    return fidelity
+
+
 def discrete_step(
     image: torch.Tensor,
     cv: torch.Tensor,
@@ -102,12 +125,16 @@ def discrete_step(
     scale: int,
     step: float = DEFAULT_STEP,
     eps: float = ADJUST_EPS,
+    relax: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One diffusion + adjustment iteration on validated inputs (no checks, out of place)."""
+    """One diffusion + adjustment iteration on validated inputs (no checks, out of place);
+    ``relax`` (per-block gains ``1 - exp(-mu * step)``): the soft adjustment instead."""
     trans = step * cv * (image[..., 1:, :] - image[..., :-1, :])
     image = image - F.pad(trans, (0, 0, 1, 0)) + F.pad(trans, (0, 0, 0, 1))
     trans = step * ch * (image[..., :, 1:] - image[..., :, :-1])
     image = image - F.pad(trans, (1, 0, 0, 0)) + F.pad(trans, (0, 1, 0, 0))
+    if relax is not None:
+        return relaxed_adjust(image, source, mask_lr, scale, relax)
     return hard_adjust(image, source, mask_lr, scale, eps)
 
 
@@ -121,7 +148,15 @@ def _iterate(
     num_iter: int,
     step: float,
     callback: Callable[[int], None] | None,
+    fidelity: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    if fidelity is not None:
+        relax = -torch.expm1(-fidelity * step)
+        for index in range(num_iter):
+            image = discrete_step(image, cv, ch, source, mask, scale, step, relax=relax)
+            if callback is not None:
+                callback(index + 1)
+        return image
     tracked = torch.is_grad_enabled() and any(
         t.requires_grad for t in (image, cv, ch, source))
     if num_iter and not tracked and _fused.supports(image, cv, ch, source,
@@ -156,6 +191,7 @@ def discrete_dada(
     step: float = DEFAULT_STEP,
     *,
     callback: Callable[[int], None] | None = None,
+    fidelity: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run ``num_iter`` discrete DADA iterations from ``depth0`` (docs/design.md section 3).
 
@@ -173,6 +209,9 @@ def discrete_dada(
         num_iter: number of iterations.
         step: ``lambda`` (0.24 in the paper; stable while ``step * max(c) <= 0.25``).
         callback: called with the number of finished iterations (progress bars).
+        fidelity: ``None`` (the hard adjustment) or per-block weights ``mu`` of the
+            relaxed consistency (``noise.py``): each iteration then ends with the soft
+            adjustment ``I + U((1 - exp(-mu * step)) * (source - P(I)))``.
 
     Returns:
         (B, 1, H, W) depth.
@@ -187,7 +226,9 @@ def discrete_dada(
     """
     num_iter = _check_count("num_iter", num_iter)
     source, mask, scale = prepare_problem(depth0, cv, ch, source, mask_lr)
-    return _iterate(depth0, cv, ch, source, mask, scale, num_iter, step, callback)
+    if fidelity is not None:
+        fidelity = check_fidelity(fidelity, source)
+    return _iterate(depth0, cv, ch, source, mask, scale, num_iter, step, callback, fidelity)
 
 
 def discrete_dada_two_phase(
@@ -202,24 +243,26 @@ def discrete_dada_two_phase(
     step: float = DEFAULT_STEP,
     randomize_pre: bool = False,
     rng: random.Random | None = None,
+    fidelity: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
     """The reference's two phases: ``num_pre`` iterations without gradient, then
     ``num_train`` with gradient.
 
     With ``randomize_pre`` (training), the lead-in length is drawn uniformly from
     ``{0, ..., num_pre - 1}`` per call (per batch). Returns the depth and the
-    number of lead-in iterations actually run.
+    number of lead-in iterations actually run. ``fidelity``: as in :func:`discrete_dada`.
     """
     num_pre = _check_count("num_pre", num_pre)
     num_train = _check_count("num_train", num_train)
     source, mask, scale = prepare_problem(depth0, cv, ch, source, mask_lr)
+    if fidelity is not None:
+        fidelity = check_fidelity(fidelity, source)
     if randomize_pre and num_pre > 0:
         num_pre = (rng or random).randrange(num_pre)
     image = depth0
     if num_pre:
         with torch.no_grad():
-            image = _iterate(
-                image, cv.detach(), ch.detach(), source, mask, scale, num_pre, step, None
-            )
-    image = _iterate(image, cv, ch, source, mask, scale, num_train, step, None)
+            image = _iterate(image, cv.detach(), ch.detach(), source, mask, scale, num_pre,
+                             step, None, fidelity)
+    image = _iterate(image, cv, ch, source, mask, scale, num_train, step, None, fidelity)
     return image, num_pre

@@ -63,6 +63,7 @@ def learning_free_dada(
     num_iter: int = INFERENCE_PRE_ITER,
     step: float = DEFAULT_STEP,
     callback: Callable[[int], None] | None = None,
+    fidelity: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Learning-free DADA.
 
@@ -75,12 +76,15 @@ def learning_free_dada(
         num_iter: discrete iterations (8000 for inference).
         step: ``lambda``.
         callback: progress callback, called with the number of finished iterations.
+        fidelity: ``None`` (exact consistency) or per-block weights of the relaxed
+            consistency for a noisy source (``noise.fidelity_weights``).
 
     Returns:
         (B, 1, H, W) depth in the units of ``source``.
     """
     source_s, depth0_s, shift, mask, cv, ch = _problem(guide, source, mask_lr, depth0, kappa)
-    result = discrete_dada(depth0_s, cv, ch, source_s, mask, num_iter, step, callback=callback)
+    result = discrete_dada(depth0_s, cv, ch, source_s, mask, num_iter, step, callback=callback,
+                           fidelity=fidelity)
     return result - shift if shift else result
 
 
@@ -100,8 +104,9 @@ def learning_free_ode(
     """Learning-free DADA as an ODE: the coefficients of :func:`learning_free_dada`,
     the projected diffusion integrated to ``t_end`` by ``solve_ode`` with ``method``,
     ``step_size`` and ``step_growth`` as :func:`learning_free_solver` settles them
-    (``solver``: the rest of its keyword arguments). Returns the depth in the units
-    of ``source`` and the solve's ``SolveInfo``."""
+    (``solver``: the rest of its keyword arguments, e.g. ``fidelity`` for a noisy
+    source). Returns the depth in the units of ``source`` and the solve's
+    ``SolveInfo``."""
     source_s, depth0_s, shift, mask, cv, ch = _problem(guide, source, mask_lr, depth0, kappa)
     steps = learning_free_solver(method, step_size, step_growth)
     result, info = solve_ode(depth0_s, cv, ch, source_s, mask, t_end, **steps, **solver)

@@ -49,7 +49,8 @@ from torchdiffeq import odeint, odeint_adjoint
 from node_dada.diffusion import compiled as _compiled
 from node_dada.diffusion import fused as _fused
 from node_dada.diffusion import rkc as _rkc  # noqa: F401  (registers "rkc" with torchdiffeq)
-from node_dada.diffusion.discrete import DEFAULT_STEP, prepare_problem
+from node_dada.diffusion.discrete import DEFAULT_STEP, check_fidelity, prepare_problem
+from node_dada.diffusion.noise import relaxed_field_term
 from node_dada.diffusion.operators import (
     block_mean,
     diffusion_operator,
@@ -94,9 +95,16 @@ def projected_field(
     mask_lr: torch.Tensor,
     scale: int,
     projection: str = "multiplicative",
+    *,
+    source: torch.Tensor | None = None,
+    fidelity: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The right-hand side ``f(I)``: diffusion projected onto the constraint's tangent space."""
+    """The right-hand side ``f(I)``: diffusion projected onto the constraint's tangent
+    space, or with ``fidelity`` (per-block weights ``mu``, and ``source``) the relaxed
+    field ``D(I) + U(mu * (source - P(I)))`` (``noise.py``)."""
     diffused = diffusion_operator(image, cv, ch)
+    if fidelity is not None:
+        return diffused + relaxed_field_term(image, source, mask_lr, scale, fidelity)
     pooled = block_mean(diffused, scale)
     if projection == "multiplicative":
         ratio = torch.where(mask_lr, pooled / block_mean(image, scale), torch.zeros_like(pooled))
@@ -113,9 +121,12 @@ class ProjectedDiffusion(nn.Module):
     """
 
     def __init__(self, cv: torch.Tensor, ch: torch.Tensor, mask_lr: torch.Tensor, scale: int,
-                 projection: str, max_nfe: int | None) -> None:
+                 projection: str, max_nfe: int | None, *, source: torch.Tensor | None = None,
+                 fidelity: torch.Tensor | None = None) -> None:
         super().__init__()
         self.cv, self.ch, self.mask_lr, self.scale = cv, ch, mask_lr, scale
+        # relaxed consistency (noise.py): the fidelity term instead of the projection
+        self.source, self.fidelity = source, fidelity
         self.projection = projection
         self.max_nfe = max_nfe
         self.nfe = 0
@@ -127,7 +138,7 @@ class ProjectedDiffusion(nn.Module):
         self.fused: bool | None = None
 
     def uses_fused(self, image: torch.Tensor) -> bool:
-        if self.fused is False:
+        if self.fused is False or self.fidelity is not None:
             return False
         return _fused.supports(image, self.cv, self.ch,
                                work=math.inf if self.fused else None) and _fused.fits(
@@ -137,6 +148,9 @@ class ProjectedDiffusion(nn.Module):
         t = self.count(t)
         if self.watch_range is not None:
             self._check_reconstructed(t, image)
+        if self.fidelity is not None:
+            return projected_field(image, self.cv, self.ch, self.mask_lr, self.scale,
+                                   source=self.source, fidelity=self.fidelity)
         if self.uses_fused(image):
             return _fused.projected_field(image, self.cv, self.ch, self.mask_lr, self.scale,
                                           self.projection)
@@ -606,8 +620,10 @@ def solve_ode(
     grad_mode: str = "direct",
     max_nfe: int | None = None,
     options: dict[str, Any] | None = None,
+    fidelity: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, SolveInfo]:
-    """Integrate the projected diffusion from ``A(depth0)`` to ``t_end``, then apply ``A``.
+    """Integrate the projected diffusion from ``A(depth0)`` to ``t_end``, then apply ``A``
+    (with ``fidelity``: the relaxed field from ``depth0``, no adjustment).
 
     Args:
         depth0: (B, 1, H, W) initial estimate.
@@ -634,6 +650,10 @@ def solve_ode(
             ``SolverError``. Default: none for fixed grids (their cost is known),
             ``DEFAULT_ADAPTIVE_MAX_NFE`` for adaptive methods.
         options: extra solver options (e.g. ``{"stages": 20}`` for rkc).
+        fidelity: ``None`` (exact consistency) or per-block weights ``mu`` (B, 1, h, w),
+            >= 0, of the relaxed consistency ``D(I) + U(mu * (source - P(I)))`` for a
+            noisy source (``noise.fidelity_weights``); ``projection`` is then unused,
+            and the output's block means follow the source only as far as ``mu`` asks.
 
     On CPU the vector field, its vector-Jacobian product and (without gradient)
     whole RKC stages run in the fused kernels of ``fused.py`` when the solve is
@@ -646,20 +666,25 @@ def solve_ode(
     _check_options(method, projection, grad_mode, t_end)
     step_growth = _check_growth(method, step_growth)
     source, mask, scale = prepare_problem(depth0, cv, ch, source, mask_lr)
+    if fidelity is not None:
+        fidelity = check_fidelity(fidelity, source)
     if max_nfe is None and method in ADAPTIVE_METHODS:
         max_nfe = DEFAULT_ADAPTIVE_MAX_NFE
     options = dict(options or {})
     info = SolveInfo(method, grad_mode, projection, float(t_end),
                      step_size if method in FIXED_GRID_METHODS else None)
     clock = time.perf_counter()
-    y0 = hard_adjust(depth0, source, mask, scale)
+    exact = fidelity is None
+    y0 = hard_adjust(depth0, source, mask, scale) if exact else depth0
     if t_end == 0:
         info.wall_time_s = time.perf_counter() - clock
-        return hard_adjust(y0, source, mask, scale), info
-    func = ProjectedDiffusion(cv, ch, mask, scale, projection, max_nfe)
+        return (hard_adjust(y0, source, mask, scale) if exact else y0), info
+    func = ProjectedDiffusion(cv, ch, mask, scale, projection, max_nfe, source=source,
+                              fidelity=fidelity)
     if method == "rkc" and "stages" not in options and "spectral_radius" not in options:
-        # Gershgorin bound of D, with room for the projection term
-        options["spectral_radius"] = 8.0 * float(torch.maximum(cv.max(), ch.max()).detach()) * 1.2
+        # Gershgorin bound of D, with room for the projection (or fidelity) term
+        radius = 8.0 * float(torch.maximum(cv.max(), ch.max()).detach()) * 1.2
+        options["spectral_radius"] = radius + (0.0 if exact else float(fidelity.max()))
     plan = _make_plan(float(t_end), method, step_size, rtol, atol, options, step_growth)
     stage_counts = None
     if plan.fixed:
@@ -673,7 +698,7 @@ def solve_ode(
     # work of the solve in function evaluations (adaptive: as many as Euler would take)
     planned_nfe = sum(stage_counts) if stage_counts else info.steps
     evaluations = planned_nfe if plan.fixed else t_end / DEFAULT_STEP
-    func.fused = _fused.supports(y0, cv, ch, work=y0.numel() * evaluations)
+    func.fused = exact and _fused.supports(y0, cv, ch, work=y0.numel() * evaluations)
     if not needs_grad and method == "rkc" and func.fused and (
             max_nfe is None or planned_nfe <= max_nfe):
         # every stage in one fused pass (same arithmetic as torchdiffeq running RKC2)
@@ -698,7 +723,7 @@ def solve_ode(
     info.wall_time_s = time.perf_counter() - clock
     if grad_mode == "adjoint_naive" and needs_grad:
         _track_naive_backward(func, info)
-    return hard_adjust(y_end, source, mask, scale), info
+    return (hard_adjust(y_end, source, mask, scale) if exact else y_end), info
 
 
 def _solve_naive(func: ProjectedDiffusion, y0, cv, ch, plan: _Plan) -> torch.Tensor:

@@ -314,25 +314,37 @@ class DADAModule(L.LightningModule):
                             solver=solver)
 
     def diffuse(self, depth0, cv, ch, source, mask, shift: float = 0.0, *,
-                train: bool = False, solver: str = "exact") -> tuple[torch.Tensor, dict]:
+                train: bool = False, solver: str = "exact",
+                fidelity: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         """The second half of :meth:`forward`: the diffusion of ``depth0`` (shifted
         positive by ``shift``, see ``shift_positive``) with the coefficients ``cv, ch``;
-        returns the depth with the shift undone, and the solve's details."""
+        returns the depth with the shift undone, and the solve's details.
+
+        ``fidelity``: per-block weights of the relaxed consistency for a noisy source
+        (``node_dada.diffusion.noise``); the exact solver is then the discrete iteration
+        with the soft adjustment (ODE models too: it splits the relaxed field exactly
+        into diffusion and fidelity, stable for any weight)."""
         _check_solver(solver)
         hp = self.hparams
+        if fidelity is not None and train and hp.solver != "discrete":
+            raise InputValueError("fidelity: training with the relaxed consistency is "
+                                  "supported for solver 'discrete' (the unrolled iteration)")
         if solver == "fast" and not train:
             depth, info = solve_ode(depth0, cv, ch, source, mask, self.horizon,
-                                    projection=hp.projection, **learning_free_solver())
+                                    projection=hp.projection, fidelity=fidelity,
+                                    **learning_free_solver())
             info = {"nfe_forward": info.nfe_forward, "solver_time_s": info.wall_time_s}
-        elif hp.solver == "discrete":
+        elif hp.solver == "discrete" or fidelity is not None:
             if train:
                 depth, lead = discrete_dada_two_phase(
                     depth0, cv, ch, source, mask, num_pre=hp.lead_in,
-                    num_train=hp.train_iter, step=hp.step, randomize_pre=True, rng=self._rng)
+                    num_train=hp.train_iter, step=hp.step, randomize_pre=True, rng=self._rng,
+                    fidelity=fidelity)
                 info = {"lead_in": lead, "nfe_forward": lead + hp.train_iter}
             else:
                 total = hp.lead_in + (0 if self.learning_free else hp.train_iter)
-                depth = discrete_dada(depth0, cv, ch, source, mask, total, hp.step)
+                depth = discrete_dada(depth0, cv, ch, source, mask, total, hp.step,
+                                      fidelity=fidelity)
                 info = {"nfe_forward": total}
         else:
             depth, info = self._forward_ode(depth0, cv, ch, source, mask, train)
