@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,7 @@ from node_dada.diffusion import (
     shift_positive,
 )
 from node_dada.diffusion._checks import check_finite, check_pair, check_scale, check_tensor
+from node_dada.diffusion.footprint import footprint_adjust, integer_grid, resample, source_ratio
 from node_dada.diffusion.noise import check_source_noise, estimate_source_noise, fidelity_weights
 from node_dada.errors import InputTypeError, InputValueError, ShapeError
 from node_dada.libc import release_free_memory
@@ -124,7 +126,7 @@ def upsample(
     guide: np.ndarray | torch.Tensor,
     source: np.ndarray | torch.Tensor,
     *,
-    scale: int,
+    scale: float | None = None,
     mask_lr: np.ndarray | torch.Tensor | None = None,
     checkpoint: str | None = None,
     solver: str = "fast",
@@ -142,7 +144,11 @@ def upsample(
             0-65535, float as 0-1) or a (B, C, H, W) tensor in 0-1. Any channel count.
         source: (h, w) array or (B, 1, h, w) tensor in any positive unit;
             NaN, inf or 0 mean invalid unless ``mask_lr`` is given.
-        scale: integer factor with ``H = scale*h`` and ``W = scale*w``.
+        scale: the factor between guide and source, ``H = scale*h`` and ``W = scale*w``;
+            ``None`` (default): read from the shapes. A factor that is not an integer
+            (a 192 x 144 sensor under a 512 x 384 guide: 8/3) is solved on the nearest
+            integer-scale grid and resampled back, with the consistency kept on each
+            source pixel's real footprint (docs/design.md section 4c).
         mask_lr: optional validity of ``source`` (same shape), true = valid.
         checkpoint: a trained model: a shipped name (``node_dada.models.NAMED_CHECKPOINTS``)
             or a checkpoint path (loaded weights-only). ``None``: learning-free DADA.
@@ -183,10 +189,16 @@ def upsample(
     if checkpoint is not None:
         _check_model_options(solver, num_iter=num_iter, step=step, kappa=kappa)
     source_noise = check_source_noise(source_noise)
-    scale = check_scale(scale)
     guide_t, numpy_in = _guide_to_tensor(guide)
     source_t = _source_to_tensor(source)
     check_finite("guide", guide_t)
+    scale = _scale_of(scale, guide_t, source_t)
+    if isinstance(scale, float):
+        result = _upsample_fractional(
+            guide_t, source_t, scale, mask_lr=mask_lr, checkpoint=checkpoint, solver=solver,
+            num_iter=num_iter, step=step, kappa=kappa, depth_scale=depth_scale,
+            source_noise=source_noise, callback=callback)
+        return _as_output(result, source, source_t, numpy_in)
     check_pair("guide", guide_t, "source", source_t, scale)
     mask = _mask_from(source_t, mask_lr)
     if not mask.any():
@@ -239,12 +251,58 @@ def upsample(
                 num_iter=INFERENCE_PRE_ITER if num_iter is None else num_iter,
                 step=DEFAULT_STEP if step is None else step, callback=callback,
                 fidelity=fidelity)
-    result = result * depth_scale
+    return _as_output(result * depth_scale, source, source_t, numpy_in)
+
+
+def _as_output(result: torch.Tensor, source: Any, source_t: torch.Tensor, numpy_in: bool):
     if numpy_in:
         out_dtype = source.dtype if np.issubdtype(source.dtype, np.floating) else np.float64
         return result[0, 0].cpu().numpy().astype(out_dtype)
     return result.to(source_t.dtype)
 
+
+def _scale_of(scale: Any, guide: torch.Tensor, source: torch.Tensor) -> int | float:
+    """The integer scale, or the (float) ratio when the guide is not an integer multiple
+    of the source."""
+    if source.shape[-2] > guide.shape[-2] or source.shape[-1] > guide.shape[-1]:
+        raise ShapeError(
+            f"source: expected a size at most that of the guide {tuple(guide.shape[-2:])}, "
+            f"got {tuple(source.shape[-2:])}; pass (guide, source) in that order")
+    if scale is None:
+        ratio = source_ratio(tuple(guide.shape[-2:]), tuple(source.shape[-2:]))
+        whole = round(ratio)
+        exact = (source.shape[-2] * whole, source.shape[-1] * whole) == tuple(guide.shape[-2:])
+        return whole if exact else ratio
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
+        raise InputTypeError(f"scale: expected a positive number or None, got {scale!r}")
+    if float(scale).is_integer():
+        return check_scale(int(scale))
+    ratio = float(scale)
+    if not (math.isfinite(ratio) and ratio > 1):
+        raise InputValueError(f"scale: expected a number > 1 (or None), got {scale!r}")
+    expected = (source.shape[-2] * ratio, source.shape[-1] * ratio)
+    if any(abs(have - want) >= 1 for have, want in zip(guide.shape[-2:], expected, strict=True)):
+        raise ShapeError(
+            f"guide: expected a size of about {expected[0]:.1f} x {expected[1]:.1f} (source "
+            f"{tuple(source.shape[-2:])} x scale {ratio:g}), got {tuple(guide.shape[-2:])}; "
+            "pass scale=None to read the factor from the shapes")
+    return ratio
+
+
+def _upsample_fractional(guide, source, ratio, *, mask_lr, source_noise, **options):
+    """A non-integer ratio: the nearest integer-scale grid, resampled back to the guide,
+    then the exact consistency on the real footprints (unless the source is noisy)."""
+    mask = _mask_from(source, mask_lr)
+    whole = integer_grid(ratio)
+    size = (source.shape[-2] * whole, source.shape[-1] * whole)
+    work_guide = resample(guide.float() if guide.dtype != torch.float64 else guide, size)
+    depth = upsample(work_guide.clamp(0.0, 1.0), source, scale=whole, mask_lr=mask,
+                     source_noise=source_noise, **options)
+    depth = resample(depth.to(work_guide.dtype), tuple(guide.shape[-2:]))
+    if source_noise is None:
+        filled = torch.where(mask, source, torch.zeros_like(source)).to(depth)
+        depth = footprint_adjust(depth, filled, mask.to(depth.device))
+    return depth
 
 def _check_model_options(solver: str, **learning_free: Any) -> None:
     """A checkpoint runs with its own coefficients and horizon: refuse the learning-free

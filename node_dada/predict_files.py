@@ -26,7 +26,7 @@ def predict_pair(
     guide_path: str | Path,
     source_path: str | Path,
     *,
-    scale: int,
+    scale: float | None = None,
     checkpoint: str | None = None,
     depth_scale: float | None = None,
     solver: str = "fast",
@@ -68,17 +68,18 @@ def check_output(path: Path, like: np.dtype) -> None:
         raise DataError(f"--out: the folder {path.parent} does not exist; create it first")
 
 
-def default_output(source: Path, scale: int, like: np.dtype) -> Path:
-    """``<source>_x<scale>`` beside the source, with its suffix where the depth can be
-    stored that way; otherwise ``.png`` for integer depth (e.g. a JPEG source) and
-    ``.npy`` for float depth."""
+def default_output(source: Path, scale: float | None, like: np.dtype) -> Path:
+    """``<source>_x<scale>`` (``_up`` when the scale is read from the shapes) beside the
+    source, with its suffix where the depth can be stored that way; otherwise ``.png``
+    for integer depth (e.g. a JPEG source) and ``.npy`` for float depth."""
     suffix = source.suffix.lower()
     if suffix not in _DEPTH_SUFFIXES or (suffix in (".png", ".pgm")
                                          and not np.issubdtype(like, np.integer)):
         suffix = ".png" if np.issubdtype(like, np.integer) else ".npy"
     else:
         suffix = source.suffix
-    return source.with_name(f"{source.stem}_x{scale}{suffix}")
+    tag = "up" if scale is None else f"x{scale:g}"
+    return source.with_name(f"{source.stem}_{tag}{suffix}")
 
 
 def write_depth(path: Path, depth: np.ndarray, like: np.ndarray) -> None:
@@ -123,6 +124,20 @@ def write_preview(path: Path, guide: np.ndarray, source: np.ndarray, depth: np.n
     plt.close(fig)
 
 
+def _scale_arg(text: str) -> float | None:
+    if text == "auto":
+        return None
+    try:
+        numerator, _, denominator = text.partition("/")
+        value = float(numerator) / (float(denominator) if denominator else 1.0)
+    except (ValueError, ZeroDivisionError):
+        value = math.nan
+    if not (math.isfinite(value) and value >= 1):
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, a fraction such as 8/3 or "
+                                         f"'auto', got {text!r}")
+    return int(value) if value.is_integer() else value
+
+
 def _source_noise_arg(text: str) -> float | str:
     if text == "auto":
         return text
@@ -142,7 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="node-dada predict", description=__doc__.splitlines()[0])
     parser.add_argument("--guide", required=True, type=Path, help="high-resolution guide image")
     parser.add_argument("--source", required=True, type=Path, help="low-resolution depth")
-    parser.add_argument("--scale", required=True, type=int)
+    parser.add_argument(
+        "--scale", type=_scale_arg, default=None, metavar="S|auto",
+        help="guide size / source size: an integer, a fraction such as 8/3 or 2.667 "
+             "(solved on the nearest integer grid, consistency on the real footprints), "
+             "or auto (default: read from the two images)")
     parser.add_argument("--out", type=Path,
                         help="output file (default: <source>_x<scale>.<suffix>)")
     parser.add_argument("--checkpoint", help="trained model (name or path); default learning-free")

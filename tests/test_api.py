@@ -79,7 +79,7 @@ def test_inputs_are_not_modified_and_small_depth_warns():
     ("guide", "source", "kwargs", "error", "phrase"),
     [
         (np.zeros((24, 32, 3), np.uint8), np.ones((6, 8)), {"scale": 3}, ShapeError, "guide"),
-        (np.zeros((24, 32, 3), np.uint8), np.ones((6, 8)), {"scale": 2.5}, InputValueError, "integer"),
+        (np.zeros((24, 32, 3), np.uint8), np.ones((6, 8)), {"scale": 2.5}, ShapeError, "scale 2.5"),
         (np.zeros((24, 32, 3), np.uint8), np.ones((6, 8)), {"scale": "4"}, InputTypeError, "scale"),
         (np.zeros((24, 31, 3), np.uint8), np.ones((6, 8)), {"scale": 4}, ShapeError, "guide"),
         (np.zeros((2, 24, 32, 3), np.uint8), np.ones((6, 8)), {"scale": 4}, ShapeError, "guide"),
