@@ -135,6 +135,7 @@ def upsample(
     kappa: float | None = None,
     depth_scale: float | None = None,
     source_noise: float | str | None = None,
+    max_fill: float | None = None,
     callback: Callable[[int], None] | None = None,
 ) -> np.ndarray | torch.Tensor:
     """Upsample a low-resolution depth map guided by a high-resolution image.
@@ -173,6 +174,10 @@ def upsample(
             hard adjustment, docs/design.md section 4b). ``"auto"``: the noise is
             estimated from the source (a local, robust estimate; grows with depth for
             time-of-flight-like noise). ``0`` is the exact consistency.
+        max_fill: how far, in source pixels, depth may be filled into regions without
+            measurements. ``None`` (default): everywhere. A number ``d >= 0``: output
+            pixels whose source pixel lies more than ``d`` source pixels from the
+            nearest valid one come back as NaN (``0``: only where the source measured).
         callback: called with the number of finished iterations (progress bars).
 
     Returns:
@@ -189,6 +194,11 @@ def upsample(
     if checkpoint is not None:
         _check_model_options(solver, num_iter=num_iter, step=step, kappa=kappa)
     source_noise = check_source_noise(source_noise)
+    if max_fill is not None:
+        options = dict(mask_lr=mask_lr, checkpoint=checkpoint, solver=solver,
+                       num_iter=num_iter, step=step, kappa=kappa, depth_scale=depth_scale,
+                       source_noise=source_noise, callback=callback)
+        return _keep_holes(guide, source, scale, _check_max_fill(max_fill), options)
     guide_t, numpy_in = _guide_to_tensor(guide)
     source_t = _source_to_tensor(source)
     check_finite("guide", guide_t)
@@ -252,6 +262,37 @@ def upsample(
                 step=DEFAULT_STEP if step is None else step, callback=callback,
                 fidelity=fidelity)
     return _as_output(result * depth_scale, source, source_t, numpy_in)
+
+
+def _check_max_fill(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not (math.isfinite(float(value)) and float(value) >= 0):
+        raise InputValueError(
+            f"max_fill: expected None (fill every hole) or a distance >= 0 in source pixels, "
+            f"got {value!r}")
+    return float(value)
+
+
+def _keep_holes(guide, source, scale, max_fill: float, options: dict[str, Any]):
+    """``upsample`` with the output set to NaN farther than ``max_fill`` source pixels
+    from the nearest valid source pixel."""
+    from scipy.ndimage import distance_transform_edt
+
+    result = upsample(guide, source, scale=scale, **options)
+    source_t = _source_to_tensor(source)
+    mask = _mask_from(source_t, options["mask_lr"]).cpu().numpy()[:, 0]
+    out = result if isinstance(result, np.ndarray) else result.clone()
+    big_h, big_w = out.shape[-2:]
+    rows = np.minimum(np.arange(big_h) * mask.shape[-2] // big_h, mask.shape[-2] - 1)
+    cols = np.minimum(np.arange(big_w) * mask.shape[-1] // big_w, mask.shape[-1] - 1)
+    for index, valid in enumerate(mask):
+        far = distance_transform_edt(~valid) > max_fill
+        hole = far[np.ix_(rows, cols)]
+        if isinstance(out, np.ndarray):
+            out[hole] = np.nan
+        else:
+            out[index, 0][torch.from_numpy(hole).to(out.device)] = float("nan")
+    return out
 
 
 def _as_output(result: torch.Tensor, source: Any, source_t: torch.Tensor, numpy_in: bool):

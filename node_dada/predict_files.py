@@ -32,9 +32,11 @@ def predict_pair(
     solver: str = "fast",
     invalid_value: float = 0.0,
     source_noise: float | str | None = None,
+    max_fill: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return ``(guide float HWC, source, upsampled depth)`` for a pair of files
-    (``source_noise``: as in ``node_dada.upsample``, in the file's units)."""
+    (``source_noise``, ``max_fill``: as in ``node_dada.upsample``, in the file's units
+    and in source pixels)."""
     import node_dada
 
     guide = guide_to_float(read_image(guide_path, what="guide"))
@@ -48,7 +50,7 @@ def predict_pair(
     source[source == invalid_value] = np.nan
     depth = node_dada.upsample(guide, source, scale=scale, checkpoint=checkpoint,
                                depth_scale=depth_scale, solver=solver,
-                               source_noise=source_noise)
+                               source_noise=source_noise, max_fill=max_fill)
     return guide, raw, depth
 
 
@@ -124,6 +126,17 @@ def write_preview(path: Path, guide: np.ndarray, source: np.ndarray, depth: np.n
     plt.close(fig)
 
 
+def _distance_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a distance >= 0 in source pixels, "
+                                         f"got {text!r}")
+    return value
+
+
 def _scale_arg(text: str) -> float | None:
     if text == "auto":
         return None
@@ -178,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
         help="noisy sensor depth: its noise standard deviation in the file's units, or "
              "'auto' to estimate it; the output then follows the source only as far as "
              "the noise allows (default: exact block-mean consistency)")
+    parser.add_argument(
+        "--max-fill", type=_distance_arg, default=None, metavar="D",
+        help="leave no-data where the nearest measurement is more than D source pixels "
+             "away (written as the invalid value, NaN in float files) and write "
+             "<out>_mask.png (255 = depth) beside the depth (default: fill every hole)")
     try:
         args = parser.parse_args(argv)
     except UsageError as error:
@@ -189,8 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     guide, source, depth = predict_pair(
         args.guide, args.source, scale=args.scale, checkpoint=args.checkpoint,
         depth_scale=args.depth_scale, solver=args.solver, invalid_value=args.invalid_value,
-        source_noise=args.source_noise)
+        source_noise=args.source_noise, max_fill=args.max_fill)
+    valid = np.isfinite(depth)
+    if args.max_fill is not None and np.issubdtype(source.dtype, np.integer):
+        depth = np.where(valid, depth, args.invalid_value)
     write_depth(out, depth, source)
+    if args.max_fill is not None:
+        mask_path = out.with_name(out.stem + "_mask.png")
+        if not cv2.imwrite(str(mask_path), (valid * 255).astype(np.uint8)):
+            raise DataError(f"output: OpenCV could not write {mask_path}")
     preview = out.with_name(out.stem + "_preview.png")
     write_preview(preview, guide, source, depth)
     sys.stdout.write(f"wrote {out} and {preview}\n")
