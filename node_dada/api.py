@@ -57,6 +57,10 @@ def _guide_to_tensor(guide: Any) -> tuple[torch.Tensor, bool]:
     array = guide[..., None] if guide.ndim == 2 else guide
     if array.ndim != 3:
         raise ShapeError(f"guide: expected an (H, W, C) or (H, W) array, got shape {guide.shape}")
+    if array.shape[0] in (1, 3, 4) and array.shape[2] > 4:
+        raise ShapeError(
+            f"guide: expected an (H, W, C) array, got shape {guide.shape}, which looks like "
+            "(C, H, W); transpose it with guide.transpose(1, 2, 0)")
     if array.size == 0:
         raise ShapeError(f"guide: expected a non-empty image, got shape {guide.shape}")
     # (H, W, C) -> (C, H, W) before the float conversion, which then runs in place:
@@ -209,7 +213,7 @@ def upsample(
             num_iter=num_iter, step=step, kappa=kappa, depth_scale=depth_scale,
             source_noise=source_noise, callback=callback)
         return _as_output(result, source, source_t, numpy_in)
-    check_pair("guide", guide_t, "source", source_t, scale)
+    _check_pair_with_hint(guide_t, source_t, scale)
     mask = _mask_from(source_t, mask_lr)
     if not mask.any():
         raise InputValueError(
@@ -302,6 +306,21 @@ def _as_output(result: torch.Tensor, source: Any, source_t: torch.Tensor, numpy_
     return result.to(source_t.dtype)
 
 
+def _check_pair_with_hint(guide: torch.Tensor, source: torch.Tensor, scale: int) -> None:
+    """``check_pair``, its message ending with the scale the shapes do have."""
+    try:
+        check_pair("guide", guide, "source", source, scale)
+    except ShapeError as error:
+        (big_h, big_w), (h, w) = guide.shape[-2:], source.shape[-2:]
+        if guide.shape[0] == source.shape[0] and h <= big_h and w <= big_w:
+            ratio = (big_h + big_w) / (h + w)
+            if abs(big_h / h - big_w / w) <= 0.02 * ratio:
+                raise ShapeError(f"{error}; the guide is {ratio:.4g} x the source: scale="
+                                 f"{round(ratio) if ratio == round(ratio) else 'None'}?") \
+                    from None
+        raise
+
+
 def _scale_of(scale: Any, guide: torch.Tensor, source: torch.Tensor) -> int | float:
     """The integer scale, or the (float) ratio when the guide is not an integer multiple
     of the source."""
@@ -311,6 +330,10 @@ def _scale_of(scale: Any, guide: torch.Tensor, source: torch.Tensor) -> int | fl
             f"got {tuple(source.shape[-2:])}; pass (guide, source) in that order")
     if scale is None:
         ratio = source_ratio(tuple(guide.shape[-2:]), tuple(source.shape[-2:]))
+        if tuple(guide.shape[-2:]) == tuple(source.shape[-2:]):
+            raise ShapeError(
+                f"source: the source has the guide's size {tuple(guide.shape[-2:])}; pass the "
+                "low-resolution depth (or scale=1 to run at equal sizes anyway)")
         whole = round(ratio)
         exact = (source.shape[-2] * whole, source.shape[-1] * whole) == tuple(guide.shape[-2:])
         return whole if exact else ratio

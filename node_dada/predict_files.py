@@ -126,6 +126,21 @@ def write_preview(path: Path, guide: np.ndarray, source: np.ndarray, depth: np.n
     plt.close(fig)
 
 
+#: Distance (source pixels) beyond which `predict` reports the filled share of the output.
+FAR_FROM_DATA = 2
+
+
+def far_from_data(source: np.ndarray, invalid_value: float = 0.0) -> float:
+    """Share of the source grid farther than ``FAR_FROM_DATA`` pixels from a valid
+    measurement (the share of the output filled from afar)."""
+    from scipy.ndimage import distance_transform_edt
+
+    valid = np.isfinite(source) & (source != invalid_value)
+    if not valid.any():
+        return 1.0
+    return float((distance_transform_edt(~valid) > FAR_FROM_DATA).mean())
+
+
 def _distance_arg(text: str) -> float:
     try:
         value = float(text)
@@ -216,6 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         mask_path = out.with_name(out.stem + "_mask.png")
         if not cv2.imwrite(str(mask_path), (valid * 255).astype(np.uint8)):
             raise DataError(f"output: OpenCV could not write {mask_path}")
+    if args.max_fill is None:
+        far = far_from_data(source, args.invalid_value)
+        if far >= 0.01:
+            sys.stdout.write(
+                f"note: {far:.1%} of the output lies more than {FAR_FROM_DATA} source pixels "
+                "from a measurement and was filled in; --max-fill D leaves such regions "
+                "empty\n")
     preview = out.with_name(out.stem + "_preview.png")
     write_preview(preview, guide, source, depth)
     sys.stdout.write(f"wrote {out} and {preview}\n")

@@ -207,3 +207,15 @@ def test_checkpoint_on_a_frame_larger_than_a_tile_matches_the_untiled_run(monkey
     monkeypatch.setattr(model, "inference_tile", 128)
     tiled = node_dada.upsample(guide, source, scale=8, checkpoint="middlebury-x8")
     assert 0 < np.linalg.norm(tiled - whole) / np.linalg.norm(whole) < 1e-4
+
+
+@pytest.mark.parametrize("guide, source, kwargs, phrase", [
+    (np.zeros((64, 64, 3), np.uint8), np.ones((8, 8)), {"scale": 4}, "8 x the source: scale=8\\?"),
+    (np.zeros((64, 64, 3), np.uint8), np.ones((24, 24)), {"scale": 4},
+     "2.667 x the source: scale=None\\?"),
+    (np.zeros((3, 64, 64), np.uint8), np.ones((8, 8)), {"scale": 8}, "looks like \\(C, H, W\\)"),
+    (np.zeros((64, 64, 3), np.uint8), np.ones((64, 64)), {}, "pass the low-resolution depth"),
+])
+def test_size_errors_suggest_the_fix(guide, source, kwargs, phrase):
+    with pytest.raises(ShapeError, match=phrase):
+        node_dada.upsample(guide, source, num_iter=1, **kwargs)

@@ -68,3 +68,21 @@ def test_command_line_writes_the_mask(tmp_path):
     mask = cv2.imread(str(tmp_path / "depth_x4_mask.png"), cv2.IMREAD_UNCHANGED)
     assert depth.dtype == np.uint16 and mask.dtype == np.uint8
     assert ((mask == 0) == (depth == 0)).all() and (mask == 0).sum() == (6 * 4) ** 2
+
+
+def test_command_line_says_when_much_of_the_output_was_filled_from_afar(tmp_path, capsys):
+    import cv2
+
+    from node_dada.cli import main
+
+    guide, source = holed_scene()
+    cv2.imwrite(str(tmp_path / "guide.png"), guide)
+    cv2.imwrite(str(tmp_path / "depth.png"), np.nan_to_num(source).astype(np.uint16))
+    argv = ["upsample", "--guide", str(tmp_path / "guide.png"), "--source",
+            str(tmp_path / "depth.png"), "--scale", "4"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "5.0% of the output lies more than 2 source pixels from a measurement" in out
+    assert "--max-fill" in out
+    assert main([*argv, "--max-fill", "1", "--out", str(tmp_path / "kept.png")]) == 0
+    assert "note:" not in capsys.readouterr().out
