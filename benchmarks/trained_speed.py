@@ -4,7 +4,9 @@ model's own training solver over its whole horizon), measured in one process.
 
     .venv/bin/python benchmarks/trained_speed.py --out results/speed/trained --threads 1
 
-Three parts (``--parts``), each a table in ``<out>/README.md`` and a CSV:
+Three parts (``--parts``), each a table in ``<out>/README.md`` and a CSV; a run of
+some parts keeps the others' committed tables (read back from their CSVs, with the
+command that wrote them in ``<out>/provenance.json``):
 
 - ``speed``: end-to-end ``node_dada.upsample`` calls on numpy input (guide to depth,
   model already loaded by a warm-up call), x8, for the given models and learning-free
@@ -218,6 +220,28 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def _parse(text: str):
+    """A CSV cell back to the value it was written from (int, float, bool or text)."""
+    if text in ("True", "False"):
+        return text == "True"
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return [{key: _parse(value) for key, value in row.items()}
+                for row in csv.DictReader(handle)]
+
+
+PART_FILES = {"speed": ("speed",), "accuracy": ("accuracy", "accuracy_per_image"),
+              "memory": ("memory",)}
+
+
 def table(rows: list[dict], columns: list[str]) -> list[str]:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(c, row[c]) for c in columns) + " |" for row in rows]
@@ -257,11 +281,27 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for name, rows in parts.items():
         write_csv(args.out / f"{name}.csv", rows)
+    provenance_path = args.out / "provenance.json"
+    provenance = json.loads(provenance_path.read_text()) if provenance_path.is_file() else {}
+    here = (f"`{command.strip()}` ({time.strftime('%Y-%m-%d')}); "
+            f"{torch.get_num_threads()} torch thread(s), {os.cpu_count()} CPUs; load average "
+            f"before/after {load_before} / {load_average()}")
+    provenance.update({part: here for part in args.parts})
+    for part, files in PART_FILES.items():  # parts not rerun: their committed tables
+        if part not in args.parts and part in provenance and all(
+                (args.out / f"{name}.csv").is_file() for name in files):
+            for name in files:
+                parts[name] = read_csv(args.out / f"{name}.csv")
+    provenance = {part: text for part, text in provenance.items() if part in parts}
+    provenance_path.write_text(json.dumps(provenance, indent=1) + "\n")
+    sources = sorted(set(provenance.values()), key=list(provenance.values()).index)
+    produced = (f"Produced by {sources[0]}." if len(sources) == 1 else "Produced by (each "
+                "part by its own run):\n\n" + "\n".join(
+                    f"- {', '.join(p for p, t in provenance.items() if t == text)}: {text}"
+                    for text in sources))
     lines = [
         "# Trained models on the fast path", "",
-        f"Produced by `{command.strip()}` ({time.strftime('%Y-%m-%d')}); "
-        f"{torch.get_num_threads()} torch thread(s), {os.cpu_count()} CPUs; load average "
-        f"before/after {load_before} / {load_average()}.", "",
+        produced, "",
         "`node_dada.upsample(guide, source, scale, checkpoint=NAME)` runs the model's "
         "coefficients through the growing-step RKC schedule of learning-free inference "
         "(`solver=\"fast\"`, the default); `solver=\"exact\"` runs the model's own training "
