@@ -5,6 +5,8 @@
 - ``node-dada predict --guide RGB --source DEPTH --scale 8 [--checkpoint ...]``: a
   user's own pair of files (see :mod:`node_dada.predict_files`).
 - ``node-dada benchmark ...``: every method on the same crops (:mod:`node_dada.benchmark`).
+- ``node-dada data list|download NAME --root DIR``: the datasets, downloaded into the
+  layout their loaders read (:mod:`node_dada.data.download`).
 
 A ``NodeDadaError`` ends the command with one line on stderr and exit code 2; so do
 a configuration the parser refuses (unknown key, bad value, missing config file) and
@@ -32,6 +34,8 @@ _COMMANDS = {
                  "upsample your own files: --guide RGB --source DEPTH --scale S "
                  "[--checkpoint NAME]"),
     "benchmark": ("node_dada.benchmark", "every method on the same crops: tables and figures"),
+    "data": ("node_dada.data.download",
+             "list the datasets, or download one: data download NAME --root DIR"),
     "sweep": ("node_dada.sweep", "an ablation grid from configs/sweeps/<name>.yaml"),
     "demo": ("node_dada.demo", "the embedded Motorcycle scene at x4-x32 (what make demo runs)"),
     "tuning": ("node_dada.tuning", "tune the classic filters' parameters on the validation split"),
