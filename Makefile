@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint clean
+.PHONY: install demo test test-slow lint gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# On a machine with a CUDA GPU: CUDA tests, GPU speed, paper-size training steps
+# (results/gpu/). The test suite runs the same script with --dry-run on the CPU.
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py --out results/gpu
 
 lint: $(STAMP)
 	$(PY) -m ruff check node_dada tests benchmarks
