@@ -1,4 +1,4 @@
-"""Fuzz the file readers (issue 10): every byte string must either read as a sane
+"""Fuzz the file readers: every byte string must either read as a sane
 array or be refused with a ``NodeDadaError``; nothing else (no numpy/OpenCV/PIL
 exception, no crash, no allocation a lying header asked for).
 

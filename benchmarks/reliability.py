@@ -1,4 +1,4 @@
-"""Write ``results/reliability.md`` (issue 10) from a run of the reliability tests.
+"""Write ``results/reliability.md`` from a run of the reliability tests.
 
     .venv/bin/python benchmarks/reliability.py                  # the make-test budget
     .venv/bin/python benchmarks/reliability.py --slow --fuzz-seconds 120
@@ -89,7 +89,7 @@ def write_report(path: Path, *, command: str, code: int, records: list[dict], se
     lines = [
         "# Reliability: bad input, corrupt files, interrupted runs, untrusted checkpoints",
         "",
-        f"Produced by `{command}` (issue 10): it runs `tests/test_reliability_*.py` "
+        f"Produced by `{command}`: it runs `tests/test_reliability_*.py` "
         f"({scope}) and "
         "collects what each test recorded. The same tests run in `make test`; the "
         "three-kill trial runs in `make test-slow`.",

@@ -1,4 +1,4 @@
-"""Speed: fused kernels and fewer steps against the reference-style eager loop (issue 8).
+"""Speed: fused kernels and fewer steps against the reference-style eager loop.
 
     .venv/bin/python benchmarks/speed.py --out results/speed
 
@@ -370,7 +370,7 @@ def write(out: Path, rows: list[dict], training: list[dict], command: str,
                          f"{_fmt(best['rel_l2_vs_eager_8000'], 2)}")
         else:
             lines.append(f"- {case}: none")
-    lines += ["", "Targets of issue 8 (this run, CPU-time ratios):", ""]
+    lines += ["", "Targets (this run, CPU-time ratios):", ""]
     for case in dict.fromkeys(row["case"] for row in rows):
         same = [r for r in rows if r["case"] == case and r["path"] == "fused discrete"]
         if same:

@@ -1,5 +1,5 @@
 """Parameter search for the OpenCV guided filters on the Middlebury VALIDATION
-split (issue 6): a small grid per method, per scale, scored by validation MAE.
+split: a small grid per method, per scale, scored by validation MAE.
 
     python -m node_dada.tuning --scales 4 8 16 32 --out results/tuning
 

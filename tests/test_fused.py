@@ -1,4 +1,4 @@
-"""The fused CPU kernels against the eager torch path they replace (issue 8).
+"""The fused CPU kernels against the eager torch path they replace.
 
 Expected values come from the eager code itself (``discrete._iterate`` loop,
 ``ode.projected_field`` and autograd), run in the same test with the fused

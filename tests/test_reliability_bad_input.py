@@ -1,4 +1,4 @@
-"""Bad input to every entry point (issue 10): a catalogue of named cases.
+"""Bad input to every entry point: a catalogue of named cases.
 
 Each case builds one bad input (array, file, folder or command line) and feeds it
 to one entry point: the library (``node_dada.upsample``), ``node-dada predict`` on

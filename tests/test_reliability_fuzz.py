@@ -1,4 +1,4 @@
-"""Fuzzing the file readers at a small budget (issue 10).
+"""Fuzzing the file readers at a small budget.
 
 The harness is ``benchmarks/fuzz_readers.py`` (hypothesis: mutated real files,
 headers with random fields, random bytes, for PNG 8/16-bit, JPEG, TIFF, BMP, PFM,

@@ -1,4 +1,4 @@
-"""Numerical faults in training (issue 10): a non-finite loss or gradient skips the step
+"""Numerical faults in training: a non-finite loss or gradient skips the step
 (bounded, logged with its origin) or stops the run with the last good checkpoint kept;
 an adaptive solver over its NFE budget is reported, not hung.
 

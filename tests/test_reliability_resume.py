@@ -1,4 +1,4 @@
-"""Interrupted training (issue 10): SIGKILLed ``fit`` runs resume to the uninterrupted
+"""Interrupted training: SIGKILLed ``fit`` runs resume to the uninterrupted
 result, checkpoint writes are atomic, and the same seed gives the same numbers.
 
 The runs are real ``python -m node_dada.cli fit`` processes on a folder of real

@@ -1,4 +1,4 @@
-"""Baselines behind one signature (docs/design.md section 7, issue 6):
+"""Baselines behind one signature (docs/design.md section 7):
 
 ``method(guide, source, *, scale, mask_lr=None, **params) -> (B, 1, H, W)``
 

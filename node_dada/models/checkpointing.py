@@ -1,4 +1,4 @@
-"""Checkpoints that survive a killed run (issue 10).
+"""Checkpoints that survive a killed run.
 
 - :func:`atomic_save` / :class:`AtomicCheckpointIO`: a checkpoint is written to a
   temporary file in the destination folder, flushed and ``fsync``-ed, then moved
