@@ -1,9 +1,13 @@
 """``node-dada benchmark``: every method on the same deterministic test crops, in
-one table (issue 6, docs/design.md section 7).
+one table (docs/design.md section 7).
 
     python -m node_dada.benchmark --dataset middlebury --scales 4 8 16 32 \\
         --methods bicubic guided_filter joint_bilateral fast_global_smoother \\
         weighted_median dada dada_ode
+
+Datasets: ``middlebury`` (``--root`` folders), ``motorcycle`` (embedded) and
+``nyuv2`` (``--root`` the labeled ``.mat`` or its folder; the split shipped with the
+package unless ``--split-file`` names another).
 
 For each scale the test split goes through the data pipeline's evaluation mode
 (:class:`~node_dada.data.GuidedDepthDataset` with ``mode="eval"``: non-overlapping
@@ -47,7 +51,8 @@ from tqdm import tqdm
 
 from node_dada.baselines import BASELINES, default_params, get_baseline
 from node_dada.baselines.dada import ODE_METHOD, ODE_STEP_GROWTH, ODE_STEP_SIZE
-from node_dada.data import GuidedDepthDataset, MiddleburyScenes, MotorcycleScenes
+from node_dada.data import GuidedDepthDataset, MiddleburyScenes, MotorcycleScenes, NYUv2Scenes
+from node_dada.data.nyuv2 import NYUV2_FILE_NAME
 from node_dada.data.pipeline import SceneSource
 from node_dada.diffusion import (
     DEFAULT_KAPPA,
@@ -90,7 +95,7 @@ _log = logging.getLogger(__name__)
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The third-size Middlebury 2005/2006 scenes of the shared data folder (SOURCES.md there).
 DEFAULT_MIDDLEBURY_ROOT = _REPO_ROOT / ".." / "shared" / "data" / "middlebury0506" / "ThirdSize"
-DATASETS = ("middlebury", "motorcycle")
+DATASETS = ("middlebury", "motorcycle", "nyuv2")
 DEFAULT_SCALES = (4, 8, 16, 32)
 DEFAULT_METHODS = (
     "bicubic",
@@ -106,6 +111,7 @@ DEFAULT_FIGURE_CROPS = 2
 _DATASET_TITLES = {
     "middlebury": "Middlebury 2005/2006, third size, scenes with metric depth (dmin.txt)",
     "motorcycle": "Middlebury 2014 Motorcycle, quarter size (embedded in scikit-image)",
+    "nyuv2": "NYU Depth v2, labeled set (640 x 480 Kinect frames, filled depth)",
 }
 # Methods whose signature takes a precomputed bicubic estimate (``depth0``).
 _ESTIMATE = "bicubic"
@@ -151,11 +157,18 @@ def raw_guide(guide: torch.Tensor) -> torch.Tensor:
 
 
 def load_scenes(dataset: str, *, root: Path | Sequence[Path] | None = None,
-                split: str = "test") -> SceneSource:
+                split: str = "test", split_file: Path | None = None) -> SceneSource:
     """The scenes of ``split``: Middlebury scenes with metric depth (those without
     ``dmin.txt`` are left out, and logged) from one folder or several read together
-    (e.g. the 2005/2006 ThirdSize folder and MiddEval3), or the embedded Motorcycle
-    scene."""
+    (e.g. the 2005/2006 ThirdSize folder and MiddEval3), the embedded Motorcycle
+    scene, or NYU Depth v2 labeled frames (``root``: ``nyu_depth_v2_labeled.mat`` or
+    its folder; ``split_file``: the split JSON, by default the community split shipped
+    with the package). ``split_file`` is for ``nyuv2`` only."""
+    if split_file is not None and dataset != "nyuv2":
+        raise InputValueError(
+            f"--split-file: only the nyuv2 dataset reads a split file, got it with "
+            f"--dataset {dataset}; leave --split-file out"
+        )
     if dataset == "motorcycle":
         if root is not None:
             raise InputValueError(
@@ -163,6 +176,8 @@ def load_scenes(dataset: str, *, root: Path | Sequence[Path] | None = None,
                 "leave --root out"
             )
         return MotorcycleScenes()
+    if dataset == "nyuv2":
+        return _load_nyuv2(root, split=split, split_file=split_file)
     if dataset != "middlebury":
         raise InputValueError(f"--dataset: expected one of {', '.join(DATASETS)}, got {dataset!r}")
     roots = [DEFAULT_MIDDLEBURY_ROOT] if root is None else (
@@ -181,6 +196,20 @@ def load_scenes(dataset: str, *, root: Path | Sequence[Path] | None = None,
     for warning in caught:
         _log.info("%s", warning.message)
     return scenes
+
+
+def _load_nyuv2(root: Path | Sequence[Path] | None, *, split: str,
+                split_file: Path | None) -> NYUv2Scenes:
+    """The NYUv2 frames of ``split`` from one ``.mat`` file (or its folder)."""
+    roots = [] if root is None else [root] if isinstance(root, Path) else list(root)
+    if len(roots) != 1:
+        got = "nothing" if not roots else f"{len(roots)} paths"
+        raise InputValueError(
+            f"--root: nyuv2 expects one path, {NYUV2_FILE_NAME} or its folder, got {got}; "
+            f"download it with `node-dada data download nyuv2 --root DIR` and pass "
+            f"--root DIR/nyu_depth_v2"
+        )
+    return NYUv2Scenes(roots[0], split=split, split_file=split_file)
 
 
 def _check_unit(scenes: SceneSource) -> None:
@@ -685,7 +714,7 @@ def write_markdown(
 
 def _below_bicubic(rows: Sequence[BenchmarkRow]) -> list[str]:
     """One sentence per learning-free DADA variant: the scales where its MAE is
-    below bicubic's (issue 6's acceptance criterion)."""
+    below bicubic's."""
     mae = {(row.method, row.scale): row.mae_cm for row in rows}
     scales = sorted({row.scale for row in rows if (_ESTIMATE, row.scale) in mae})
     lines = []
@@ -819,10 +848,17 @@ def build_parser(prog: str = "node-dada benchmark") -> argparse.ArgumentParser:
         "--root", type=Path, nargs="+", default=None,
         help="Middlebury folder(s), read together (default: "
         "../shared/data/middlebury0506/ThirdSize from the repository root; add "
-        "../shared/data/middlebury2014 for MiddEval3); not used by motorcycle",
+        "../shared/data/middlebury2014 for MiddEval3); for nyuv2 (required) "
+        f"{NYUV2_FILE_NAME} or its folder; not used by motorcycle",
     )
     parser.add_argument("--split", default="test", choices=("test", "val", "train"),
-                        help="Middlebury split (default test); motorcycle is one scene")
+                        help="Middlebury or NYUv2 split (default test); motorcycle is one scene")
+    parser.add_argument(
+        "--split-file", type=Path, default=None,
+        help="nyuv2 only: a JSON file {\"train\": [...], \"val\": [...], \"test\": [...]} of "
+        "0-based frame indices (default: the community 849/300/300 split shipped with the "
+        "package, node_dada/data/splits/nyuv2_split_idc.json)",
+    )
     parser.add_argument("--scales", type=positive_int, nargs="+", default=list(DEFAULT_SCALES))
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                         help=f"any of {', '.join(BASELINES)}")
@@ -880,9 +916,10 @@ def main(argv: list[str] | None = None) -> int:
             checkpoints=args.checkpoint,
             model_solver=args.model_solver,
         )
-        scenes = load_scenes(args.dataset, root=args.root, split=args.split)
+        scenes = load_scenes(args.dataset, root=args.root, split=args.split,
+                             split_file=args.split_file)
         crop_size = args.crop_size or None
-        split = args.split if args.dataset == "middlebury" else "test"
+        split = "test" if args.dataset == "motorcycle" else args.split
         load_start = _load_average()
         per_crop: list[CropError] | None = [] if args.per_image else None
         rows, figures = run_benchmark(

@@ -234,8 +234,10 @@ class NYUv2DataModule(GuidedDepthDataModule):
 
     Args:
         root: ``nyu_depth_v2_labeled.mat`` or its folder.
-        split_file: JSON with ``train/val/test`` frame indices (e.g.
-            ``../shared/data/splits/nyuv2_split_idc.json``).
+        split_file: JSON with ``train/val/test`` frame indices; ``None`` (default)
+            uses the community 849/300/300 split shipped with the package
+            (``node_dada/data/splits/nyuv2_split_idc.json``).
+        depth_scale: divisor of the depth in mm.
         Other arguments: see :class:`GuidedDepthDataModule`.
     """
 
@@ -243,7 +245,7 @@ class NYUv2DataModule(GuidedDepthDataModule):
         self,
         root: str | Path,
         *,
-        split_file: str | Path,
+        split_file: str | Path | None = None,
         depth_scale: float = NYUV2_DEPTH_SCALE_MM,
         scale: int = 8,
         crop_size: int | None = DEFAULT_CROP_SIZE,

@@ -245,7 +245,7 @@ CATALOGUE: dict[str, DatasetEntry] = {
             approx_size="2.8 GB",
             layout=f"<root>/nyu_depth_v2/{NYUV2_FILE_NAME}",
             loader="NYUv2Scenes / NYUv2DataModule (configs/nyuv2_*.yaml: data.init_args.root "
-                   "= the .mat, split_file = the 849/300/300 split JSON)",
+                   "= the .mat; the 849/300/300 split ships with the package)",
             files=(RemoteFile("http://horatio.cs.nyu.edu/mit/silberman/nyu_depth_v2/"
                               f"{NYUV2_FILE_NAME}"),),
             archive="file",

@@ -4,7 +4,9 @@
 sees transposed: ``images`` uint8 ``(N, 3, W, H)``, ``depths`` float metres
 ``(N, W, H)``. Frames are transposed to ``H x W`` and depth scaled x1000 to mm.
 The split (849 train / 300 val / 300 test indices, keys ``train/val/test``) comes
-from a JSON file given by path.
+from a JSON file: by default the community split shipped with the package
+(:data:`NYUV2_SPLIT_FILE`, ``node_dada/data/splits/nyuv2_split_idc.json``, from the
+DADA authors' repository; see ``SOURCES.md`` next to it), or one given by path.
 
 Also here: the raw Kinect unit of the NYU raw frames (:func:`kinect_raw_to_mm`).
 """
@@ -27,6 +29,8 @@ __all__ = [
     "NYUV2_DEPTH_SCALE_MM",
     "NYUV2_DOWNLOAD",
     "NYUV2_FILE_NAME",
+    "NYUV2_LABELED_FRAMES",
+    "NYUV2_SPLIT_FILE",
     "NYUv2Scenes",
     "kinect_raw_to_mm",
     "read_nyuv2_split",
@@ -35,14 +39,18 @@ __all__ = [
 #: Depth divisor of the NYUv2 benchmark, mm (the reference's depth standard deviation).
 NYUV2_DEPTH_SCALE_MM = 1386.05
 NYUV2_FILE_NAME = "nyu_depth_v2_labeled.mat"
+#: Frames of the labeled set (what the indices of the community split point into).
+NYUV2_LABELED_FRAMES = 1449
+#: The community 849/300/300 split of the labeled set, shipped with the package.
+NYUV2_SPLIT_FILE = Path(__file__).resolve().parent / "splits" / "nyuv2_split_idc.json"
 NYUV2_DOWNLOAD = (
     "https://cs.nyu.edu/~fergus/datasets/nyu_depth_v2.html (labeled set: "
     "http://horatio.cs.nyu.edu/mit/silberman/nyu_depth_v2/nyu_depth_v2_labeled.mat, 2.8 GB)"
 )
 _SPLIT_HINT = (
     "a JSON file {\"train\": [...], \"val\": [...], \"test\": [...]} of 0-based frame "
-    "indices; the community split is at ../shared/data/splits/nyuv2_split_idc.json "
-    "(from the DADA authors' repository)"
+    "indices; leave split_file unset for the community split shipped with the package "
+    "(node_dada/data/splits/nyuv2_split_idc.json, from the DADA authors' repository)"
 )
 #: Raw Kinect value that marks a missing measurement in the NYU raw frames.
 KINECT_RAW_INVALID = 2047
@@ -66,6 +74,11 @@ def read_nyuv2_split(path: str | Path, *, frames: int | None = None) -> dict[str
     """Read the split JSON (keys ``train``, ``val``, ``test``: lists of frame indices).
 
     ``frames``: number of frames in the ``.mat`` file, to check the indices against.
+
+    Example::
+
+        split = read_nyuv2_split(NYUV2_SPLIT_FILE)  # the packaged community split
+        len(split["train"]), len(split["val"]), len(split["test"])  # (849, 300, 300)
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -89,7 +102,9 @@ def read_nyuv2_split(path: str | Path, *, frames: int | None = None) -> dict[str
         if bad:
             raise DataError(
                 f"NYUv2 split: {path}[{key!r}] has indices outside 0..{(frames or 0) - 1}: "
-                f"{bad[:5]}; the split does not belong to this .mat file"
+                f"{bad[:5]}; the split does not belong to this .mat file (the packaged "
+                f"community split indexes the {NYUV2_LABELED_FRAMES} frames of the full "
+                f"labeled set): pass a split_file of indices into this file"
             )
         split[key] = values
     return split
@@ -101,10 +116,17 @@ class NYUv2Scenes:
     Args:
         path: ``nyu_depth_v2_labeled.mat`` or the folder that holds it.
         split: ``"train"``, ``"val"``, ``"test"`` or ``"all"`` (every frame).
-        split_file: the split JSON (required unless ``split="all"``).
+        split_file: the split JSON; ``None`` (default) reads the community split shipped
+            with the package (:data:`NYUV2_SPLIT_FILE`). Not read for ``split="all"``.
+        depth_scale: divisor of the depth in mm (the benchmark's, by default).
 
     The HDF5 file is opened lazily in each process (DataLoader workers), never
     shared across a fork.
+
+    Example::
+
+        scenes = NYUv2Scenes("data/nyu_depth_v2", split="test")  # the packaged split
+        scene = scenes.load(0)  # guide (480, 640, 3) in 0-1, depth (480, 640) in mm
     """
 
     unit = "mm"
@@ -141,8 +163,7 @@ class NYUv2Scenes:
         if split == "all":
             self._indices = list(range(frames))
         else:
-            if split_file is None:
-                raise InputValueError(f"split_file: expected {_SPLIT_HINT}; got None")
+            split_file = NYUV2_SPLIT_FILE if split_file is None else split_file
             self._indices = read_nyuv2_split(split_file, frames=frames)[split]
         self.split = split
 
