@@ -5,9 +5,13 @@ one table (docs/design.md section 7).
         --methods bicubic guided_filter joint_bilateral fast_global_smoother \\
         weighted_median dada dada_ode
 
-Datasets: ``middlebury`` (``--root`` folders), ``motorcycle`` (embedded) and
+Datasets: ``middlebury`` (``--root`` folders), ``motorcycle`` (embedded),
 ``nyuv2`` (``--root`` the labeled ``.mat`` or its folder; the split shipped with the
-package unless ``--split-file`` names another).
+package unless ``--split-file`` names another) and ``rgbdd`` (``--root`` one RGB-D-D
+folder, e.g. ``../shared/data/rgbdd``; evaluation only, under this project's
+protocol: block means of the ground truth as the source, errors pooled over the
+valid pixels. The published protocol of that set, bicubic-resized inputs and RMSE
+averaged per image, is ``benchmarks/rgbdd_published.py``).
 
 For each scale the test split goes through the data pipeline's evaluation mode
 (:class:`~node_dada.data.GuidedDepthDataset` with ``mode="eval"``: non-overlapping
@@ -54,6 +58,7 @@ from node_dada.baselines.dada import ODE_METHOD, ODE_STEP_GROWTH, ODE_STEP_SIZE
 from node_dada.data import GuidedDepthDataset, MiddleburyScenes, MotorcycleScenes, NYUv2Scenes
 from node_dada.data.nyuv2 import NYUV2_FILE_NAME
 from node_dada.data.pipeline import SceneSource
+from node_dada.data.rgbdd import RGBDDScenes
 from node_dada.diffusion import (
     DEFAULT_KAPPA,
     DEFAULT_STEP,
@@ -95,7 +100,7 @@ _log = logging.getLogger(__name__)
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The third-size Middlebury 2005/2006 scenes of the shared data folder (SOURCES.md there).
 DEFAULT_MIDDLEBURY_ROOT = _REPO_ROOT / ".." / "shared" / "data" / "middlebury0506" / "ThirdSize"
-DATASETS = ("middlebury", "motorcycle", "nyuv2")
+DATASETS = ("middlebury", "motorcycle", "nyuv2", "rgbdd")
 DEFAULT_SCALES = (4, 8, 16, 32)
 DEFAULT_METHODS = (
     "bicubic",
@@ -112,6 +117,7 @@ _DATASET_TITLES = {
     "middlebury": "Middlebury 2005/2006, third size, scenes with metric depth (dmin.txt)",
     "motorcycle": "Middlebury 2014 Motorcycle, quarter size (embedded in scikit-image)",
     "nyuv2": "NYU Depth v2, labeled set (640 x 480 Kinect frames, filled depth)",
+    "rgbdd": "RGB-D-D (512 x 384 Helios time-of-flight depth, evaluation only)",
 }
 # Methods whose signature takes a precomputed bicubic estimate (``depth0``).
 _ESTIMATE = "bicubic"
@@ -161,9 +167,10 @@ def load_scenes(dataset: str, *, root: Path | Sequence[Path] | None = None,
     """The scenes of ``split``: Middlebury scenes with metric depth (those without
     ``dmin.txt`` are left out, and logged) from one folder or several read together
     (e.g. the 2005/2006 ThirdSize folder and MiddEval3), the embedded Motorcycle
-    scene, or NYU Depth v2 labeled frames (``root``: ``nyu_depth_v2_labeled.mat`` or
+    scene, NYU Depth v2 labeled frames (``root``: ``nyu_depth_v2_labeled.mat`` or
     its folder; ``split_file``: the split JSON, by default the community split shipped
-    with the package). ``split_file`` is for ``nyuv2`` only."""
+    with the package), or RGB-D-D pairs (``root``: one folder, see
+    :class:`~node_dada.data.rgbdd.RGBDDScenes`). ``split_file`` is for ``nyuv2`` only."""
     if split_file is not None and dataset != "nyuv2":
         raise InputValueError(
             f"--split-file: only the nyuv2 dataset reads a split file, got it with "
@@ -178,6 +185,8 @@ def load_scenes(dataset: str, *, root: Path | Sequence[Path] | None = None,
         return MotorcycleScenes()
     if dataset == "nyuv2":
         return _load_nyuv2(root, split=split, split_file=split_file)
+    if dataset == "rgbdd":
+        return _load_rgbdd(root, split=split)
     if dataset != "middlebury":
         raise InputValueError(f"--dataset: expected one of {', '.join(DATASETS)}, got {dataset!r}")
     roots = [DEFAULT_MIDDLEBURY_ROOT] if root is None else (
@@ -210,6 +219,22 @@ def _load_nyuv2(root: Path | Sequence[Path] | None, *, split: str,
             f"--root DIR/nyu_depth_v2"
         )
     return NYUv2Scenes(roots[0], split=split, split_file=split_file)
+
+
+def _load_rgbdd(root: Path | Sequence[Path] | None, *, split: str) -> RGBDDScenes:
+    """The RGB-D-D pairs of ``split`` from one folder (flat or official layout)."""
+    roots = [] if root is None else [root] if isinstance(root, Path) else list(root)
+    if len(roots) != 1:
+        got = "nothing" if not roots else f"{len(roots)} paths"
+        raise InputValueError(
+            f"--root: rgbdd expects one folder, got {got}; pass --root ../shared/data/rgbdd "
+            "(see its SOURCES.md) or the folder of the official release"
+        )
+    if split not in ("test", "train"):
+        raise InputValueError(
+            f"--split: RGB-D-D has a test and a train split, got {split!r}; use --split test"
+        )
+    return RGBDDScenes(roots[0], split=split)
 
 
 def _check_unit(scenes: SceneSource) -> None:
@@ -849,10 +874,12 @@ def build_parser(prog: str = "node-dada benchmark") -> argparse.ArgumentParser:
         help="Middlebury folder(s), read together (default: "
         "../shared/data/middlebury0506/ThirdSize from the repository root; add "
         "../shared/data/middlebury2014 for MiddEval3); for nyuv2 (required) "
-        f"{NYUV2_FILE_NAME} or its folder; not used by motorcycle",
+        f"{NYUV2_FILE_NAME} or its folder; for rgbdd (required) one RGB-D-D folder, e.g. "
+        "../shared/data/rgbdd; not used by motorcycle",
     )
     parser.add_argument("--split", default="test", choices=("test", "val", "train"),
-                        help="Middlebury or NYUv2 split (default test); motorcycle is one scene")
+                        help="Middlebury, NYUv2 or RGB-D-D split (default test); motorcycle is "
+                        "one scene")
     parser.add_argument(
         "--split-file", type=Path, default=None,
         help="nyuv2 only: a JSON file {\"train\": [...], \"val\": [...], \"test\": [...]} of "

@@ -24,6 +24,7 @@ from node_dada.data.middlebury import (
 from node_dada.data.motorcycle import MotorcycleScenes, load_motorcycle
 from node_dada.data.nyuv2 import NYUV2_DEPTH_SCALE_MM, NYUv2Scenes, kinect_raw_to_mm
 from node_dada.data.pipeline import Batch, Sample, Scene, collate_samples, make_sample
+from node_dada.data.rgbdd import RGBDDScenes
 
 _DATAMODULES = (
     "DIMLDataModule",
@@ -44,6 +45,7 @@ __all__ = [
     "FolderScenes",
     "GuidedDepthDataset",
     "MiddleburyScenes",
+    "RGBDDScenes",
     "MotorcycleScenes",
     "NYUv2Scenes",
     "Sample",
