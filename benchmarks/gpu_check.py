@@ -39,9 +39,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from _report import load_average, publish  # benchmarks/ is on sys.path when run as a script
+from trained_speed import mirrored
 
 import node_dada
-from node_dada.data.motorcycle import load_motorcycle
 from node_dada.diffusion import compiled, degrade
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,13 +52,9 @@ PAPER_MS_PER_SAMPLE, PAPER_TRAIN_GB, PAPER_INFER_GB = 100.0, 23.0, 4.0
 
 def frames(shape: tuple[int, int], batch: int, device: str):
     """(guide (B, 3, H, W) in 0-1, source (B, 1, H/8, W/8) in mm, NaN = invalid):
-    Motorcycle mirrored outwards to ``shape``, the batch of copies."""
-    guide, depth = load_motorcycle()
-    guide, depth = guide[:shape[0], :shape[1]], depth[:shape[0], :shape[1]]
-    pad_h, pad_w = shape[0] - guide.shape[0], shape[1] - guide.shape[1]
-    pads = ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2))
-    guide = np.pad(guide, (*pads, (0, 0)), mode="symmetric")
-    depth = np.pad(depth, pads, mode="symmetric")
+    Motorcycle mirrored outwards to ``shape`` (``trained_speed.mirrored``), the batch
+    of copies."""
+    guide, depth = mirrored(shape)
     guide_t = torch.from_numpy(np.ascontiguousarray(guide.transpose(2, 0, 1))).float() / 255
     source, mask = degrade(torch.from_numpy(depth.astype(np.float32))[None, None], SCALE)
     source = torch.where(mask, source, torch.full_like(source, math.nan))

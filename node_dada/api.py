@@ -311,14 +311,14 @@ def _check_pair_with_hint(guide: torch.Tensor, source: torch.Tensor, scale: int)
     try:
         check_pair("guide", guide, "source", source, scale)
     except ShapeError as error:
-        (big_h, big_w), (h, w) = guide.shape[-2:], source.shape[-2:]
-        if guide.shape[0] == source.shape[0] and h <= big_h and w <= big_w:
-            ratio = (big_h + big_w) / (h + w)
-            if abs(big_h / h - big_w / w) <= 0.02 * ratio:
-                raise ShapeError(f"{error}; the guide is {ratio:.4g} x the source: scale="
-                                 f"{round(ratio) if ratio == round(ratio) else 'None'}?") \
-                    from None
-        raise
+        if guide.shape[0] != source.shape[0]:
+            raise
+        try:
+            ratio = source_ratio(tuple(guide.shape[-2:]), tuple(source.shape[-2:]))
+        except ShapeError:  # no one ratio: nothing to suggest
+            raise error from None
+        raise ShapeError(f"{error}; the guide is {ratio:.4g} x the source: scale="
+                         f"{round(ratio) if ratio == round(ratio) else 'None'}?") from None
 
 
 def _scale_of(scale: Any, guide: torch.Tensor, source: torch.Tensor) -> int | float:

@@ -169,6 +169,24 @@ class DatasetEntry:
     note: str = ""
 
 
+def _middlebury0506(year: str, count: str, approx: str, scenes: tuple[str, ...]
+                    ) -> DatasetEntry:
+    return DatasetEntry(
+        name=f"middlebury{year}",
+        what=f"Middlebury {year} stereo, third size, 2 views ({count})",
+        approx_size=approx,
+        layout="<root>/middlebury0506/ThirdSize/<Scene>/{view1,view5,disp1,disp5}.png",
+        loader=f"{_MIDDLEBURY_LOADER}, root <root>/middlebury0506/ThirdSize",
+        files=(RemoteFile(f"{_MIDDLEBURY}/data/scenes{year}/ThirdSize/zip-2views/"
+                          "ALL-2views.zip"),),
+        target="middlebury0506/ThirdSize",
+        required=_FILES_0506,
+        scenes=scenes,
+        note="dmin.txt is not in the zips: metric depth needs it per scene (add it by "
+             "hand), else use target=disparity or missing_dmin=skip",
+    )
+
+
 def _middeval3(size: str, approx: str) -> DatasetEntry:
     return DatasetEntry(
         name=f"middeval3-{size}",
@@ -193,34 +211,8 @@ def _middeval3(size: str, approx: str) -> DatasetEntry:
 CATALOGUE: dict[str, DatasetEntry] = {
     entry.name: entry
     for entry in (
-        DatasetEntry(
-            name="middlebury2005",
-            what="Middlebury 2005 stereo, third size, 2 views (6 scenes with ground truth)",
-            approx_size="~4 MB (est.)",
-            layout="<root>/middlebury0506/ThirdSize/<Scene>/{view1,view5,disp1,disp5}.png",
-            loader=f"{_MIDDLEBURY_LOADER}, root <root>/middlebury0506/ThirdSize",
-            files=(RemoteFile(f"{_MIDDLEBURY}/data/scenes2005/ThirdSize/zip-2views/"
-                              "ALL-2views.zip"),),
-            target="middlebury0506/ThirdSize",
-            required=_FILES_0506,
-            scenes=_SCENES_2005,
-            note="dmin.txt is not in the zips: metric depth needs it per scene (add it by "
-                 "hand), else use target=disparity or missing_dmin=skip",
-        ),
-        DatasetEntry(
-            name="middlebury2006",
-            what="Middlebury 2006 stereo, third size, 2 views (21 scenes)",
-            approx_size="~11 MB (est.)",
-            layout="<root>/middlebury0506/ThirdSize/<Scene>/{view1,view5,disp1,disp5}.png",
-            loader=f"{_MIDDLEBURY_LOADER}, root <root>/middlebury0506/ThirdSize",
-            files=(RemoteFile(f"{_MIDDLEBURY}/data/scenes2006/ThirdSize/zip-2views/"
-                              "ALL-2views.zip"),),
-            target="middlebury0506/ThirdSize",
-            required=_FILES_0506,
-            scenes=_SCENES_2006,
-            note="dmin.txt is not in the zips: metric depth needs it per scene (add it by "
-                 "hand), else use target=disparity or missing_dmin=skip",
-        ),
+        _middlebury0506("2005", "6 scenes with ground truth", "~4 MB (est.)", _SCENES_2005),
+        _middlebury0506("2006", "21 scenes", "~11 MB (est.)", _SCENES_2006),
         _middeval3("Q", "~45 MB"),
         _middeval3("H", "~0.2 GB (est.)"),
         _middeval3("F", "~0.7 GB (est.)"),
@@ -712,9 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         root = args.root
         report = fetch_dataset(args.name, root, force=args.force,
                                progress=not args.no_progress)
-    except (UsageError, NodeDadaError) as error:
-        return report_error(prog, error)
-    except OSError as error:  # disk full, no permission: still one line
+    except (UsageError, NodeDadaError, OSError) as error:  # OSError: disk full, permissions
         return report_error(prog, error)
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted; rerun the same command to resume\n")

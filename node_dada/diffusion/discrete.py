@@ -150,26 +150,21 @@ def _iterate(
     callback: Callable[[int], None] | None,
     fidelity: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    if fidelity is not None:
-        relax = -torch.expm1(-fidelity * step)
-        for index in range(num_iter):
-            image = discrete_step(image, cv, ch, source, mask, scale, step, relax=relax)
-            if callback is not None:
-                callback(index + 1)
-        return image
+    # relaxed consistency (noise.py): the soft adjustment, eager ops only
+    relax = None if fidelity is None else -torch.expm1(-fidelity * step)
     tracked = torch.is_grad_enabled() and any(
         t.requires_grad for t in (image, cv, ch, source))
-    if num_iter and not tracked and _fused.supports(image, cv, ch, source,
-                                                    work=image.numel() * num_iter):
+    if relax is None and num_iter and not tracked and _fused.supports(
+            image, cv, ch, source, work=image.numel() * num_iter):
         # no graph to record: the fused kernel, bit-identical to the loop below
         return _fused.discrete_iterate(image, cv, ch, source, mask, scale, num_iter, step,
                                        callback=callback)
-    use_compiled = _compiled.supports(image)
+    use_compiled = relax is None and _compiled.supports(image)
     for index in range(num_iter):
         if use_compiled:
             image = _compiled.call(discrete_step, image, cv, ch, source, mask, scale, step)
         else:
-            image = discrete_step(image, cv, ch, source, mask, scale, step)
+            image = discrete_step(image, cv, ch, source, mask, scale, step, relax=relax)
         if callback is not None:
             callback(index + 1)
     return image
