@@ -8,7 +8,7 @@ one table (docs/design.md section 7).
 Datasets: ``middlebury`` (``--root`` folders), ``motorcycle`` (embedded),
 ``nyuv2`` (``--root`` the labeled ``.mat`` or its folder; the split shipped with the
 package unless ``--split-file`` names another) and ``rgbdd`` (``--root`` one RGB-D-D
-folder, e.g. ``../shared/data/rgbdd``; evaluation only, under this project's
+folder, e.g. ``rgbdd`` under the data root; evaluation only, under this project's
 protocol: block means of the ground truth as the source, errors pooled over the
 valid pixels. The published protocol of that set, bicubic-resized inputs and RMSE
 averaged per image, is ``benchmarks/rgbdd_published.py``).
@@ -59,6 +59,7 @@ from node_dada.data import GuidedDepthDataset, MiddleburyScenes, MotorcycleScene
 from node_dada.data.nyuv2 import NYUV2_FILE_NAME
 from node_dada.data.pipeline import SceneSource
 from node_dada.data.rgbdd import RGBDDScenes
+from node_dada.data.root import describe_search, resolve_data_path
 from node_dada.diffusion import (
     DEFAULT_KAPPA,
     DEFAULT_STEP,
@@ -97,9 +98,9 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent
-#: The third-size Middlebury 2005/2006 scenes of the shared data folder (SOURCES.md there).
-DEFAULT_MIDDLEBURY_ROOT = _REPO_ROOT / ".." / "shared" / "data" / "middlebury0506" / "ThirdSize"
+#: The third-size Middlebury 2005/2006 scenes, under the data root (node_dada.data.root;
+#: ``node-dada data download middlebury2005 --root data`` puts them there).
+DEFAULT_MIDDLEBURY_ROOT = Path("middlebury0506") / "ThirdSize"
 DATASETS = ("middlebury", "motorcycle", "nyuv2", "rgbdd")
 DEFAULT_SCALES = (4, 8, 16, 32)
 DEFAULT_METHODS = (
@@ -191,14 +192,15 @@ def load_scenes(dataset: str, *, root: Path | Sequence[Path] | None = None,
         raise InputValueError(f"--dataset: expected one of {', '.join(DATASETS)}, got {dataset!r}")
     roots = [DEFAULT_MIDDLEBURY_ROOT] if root is None else (
         [root] if isinstance(root, Path) else list(root))
-    roots = [folder.resolve() for folder in roots]
     for folder in roots:
-        if not folder.is_dir():
+        if not resolve_data_path(folder).is_dir():
             raise DataError(
-                f"--root: no folder at {folder}; point it to the Middlebury 2005/2006 ThirdSize "
-                "folder (../shared/data/middlebury0506/ThirdSize, see its SOURCES.md) and/or "
-                "a MiddEval3 tree"
+                f"--root: no folder at {describe_search(folder)}; point it to the Middlebury "
+                "2005/2006 ThirdSize folder and/or a MiddEval3 tree (get them with `node-dada "
+                "data download middlebury2005 --root data`, likewise middlebury2006 and "
+                "middeval3-Q)"
             )
+    roots = [resolve_data_path(folder).resolve() for folder in roots]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         scenes = MiddleburyScenes(roots, split=split, missing_dmin="skip")
@@ -227,8 +229,9 @@ def _load_rgbdd(root: Path | Sequence[Path] | None, *, split: str) -> RGBDDScene
     if len(roots) != 1:
         got = "nothing" if not roots else f"{len(roots)} paths"
         raise InputValueError(
-            f"--root: rgbdd expects one folder, got {got}; pass --root ../shared/data/rgbdd "
-            "(see its SOURCES.md) or the folder of the official release"
+            f"--root: rgbdd expects one folder, got {got}; pass the folder of the RGB-D-D "
+            "test set (holding test/RGB and test/Depth) or of the official release (see "
+            "`node-dada data list`)"
         )
     if split not in ("test", "train"):
         raise InputValueError(
@@ -871,11 +874,11 @@ def build_parser(prog: str = "node-dada benchmark") -> argparse.ArgumentParser:
     parser.add_argument("--dataset", required=True, choices=DATASETS)
     parser.add_argument(
         "--root", type=Path, nargs="+", default=None,
-        help="Middlebury folder(s), read together (default: "
-        "../shared/data/middlebury0506/ThirdSize from the repository root; add "
-        "../shared/data/middlebury2014 for MiddEval3); for nyuv2 (required) "
-        f"{NYUV2_FILE_NAME} or its folder; for rgbdd (required) one RGB-D-D folder, e.g. "
-        "../shared/data/rgbdd; not used by motorcycle",
+        help="Middlebury folder(s), read together (default: middlebury0506/ThirdSize under "
+        "the data root, $NODE_DADA_DATA or ./data; add middlebury2014 for MiddEval3); a "
+        "relative path is read from the working directory, else from the data root; for "
+        f"nyuv2 (required) {NYUV2_FILE_NAME} or its folder; for rgbdd (required) one RGB-D-D "
+        "folder, e.g. rgbdd; not used by motorcycle",
     )
     parser.add_argument("--split", default="test", choices=("test", "val", "train"),
                         help="Middlebury, NYUv2 or RGB-D-D split (default test); motorcycle is "

@@ -10,7 +10,7 @@ A sweep spec names a kind of measurement and a grid of cells::
     kernels: never           # fused CPU kernels: never (eager torch) | auto | always; optional
     data:                    # solver and gradient kinds: the crops
       dataset: middlebury    # or motorcycle (embedded, no download)
-      root: ../shared/data/middlebury0506/ThirdSize   # relative to the working directory
+      root: middlebury0506/ThirdSize   # working directory, else the data root ($NODE_DADA_DATA)
       split: test
       views: left
       scale: 8

@@ -4,7 +4,7 @@ split: a small grid per method, per scale, scored by validation MAE.
     python -m node_dada.tuning --scales 4 8 16 32 --out results/tuning
 
 Only validation scenes with metric depth are used (those with ``dmin.txt``; in
-the shared third-size data that is Moebius, both views); test scenes are never
+the third-size 2005/2006 data that is Moebius, both views); test scenes are never
 seen. Each filter is applied to the masked bicubic estimate, computed once per
 image, with every grid point; the setting with the lowest exact per-pixel MAE
 wins. Writes ``<out>/middlebury_val.csv`` (every tried setting, first line
@@ -267,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     prog = "python -m node_dada.tuning"
     parser = OneLineParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=None,
-                        help="Middlebury folder (default: the shared third-size data)")
+                        help="Middlebury folder (default: middlebury0506/ThirdSize under the "
+                             "data root, $NODE_DADA_DATA or ./data)")
     parser.add_argument("--scales", type=positive_int, nargs="+", default=list(DEFAULT_SCALES))
     parser.add_argument("--methods", nargs="+", default=list(GRIDS), choices=list(GRIDS))
     parser.add_argument("--crop-size", type=non_negative_int, default=0,

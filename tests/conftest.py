@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -7,7 +8,17 @@ import numpy as np
 import pytest
 import torch
 
+from node_dada.data.root import DATA_ENV
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# The project's data folder is the data root of every test that reads a dataset by
+# its relative name (configs, the benchmark's default); without it those tests skip
+# and nothing is read from a data root a user may have set.
+if SHARED_DATA.is_dir():
+    os.environ[DATA_ENV] = str(SHARED_DATA)
+else:
+    os.environ.pop(DATA_ENV, None)
 
 # Small tensors dominate the suite: one intra-op thread avoids paying for thread
 # wake-ups (tens of ms per parallel region on a busy 2-core machine).

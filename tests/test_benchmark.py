@@ -21,7 +21,8 @@ from node_dada.data.motorcycle import load_motorcycle
 from node_dada.diffusion import SolveInfo, block_mean, degrade, normalize_guide
 from node_dada.errors import DataError
 
-MIDDLEBURY = benchmark.DEFAULT_MIDDLEBURY_ROOT.resolve()
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+MIDDLEBURY = SHARED_DATA / benchmark.DEFAULT_MIDDLEBURY_ROOT
 needs_middlebury = pytest.mark.skipif(
     not MIDDLEBURY.is_dir(), reason=f"shared Middlebury data not found at {MIDDLEBURY}"
 )

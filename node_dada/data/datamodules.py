@@ -4,7 +4,11 @@ Every option is a keyword with a type hint, so LightningCLI/YAML sets them::
 
     data:
       class_path: node_dada.data.MiddleburyDataModule
-      init_args: {root: data/Middlebury, scale: 8, crop_size: 256, batch_size: 8}
+      init_args: {root: middlebury0506/ThirdSize, scale: 8, crop_size: 256, batch_size: 8}
+
+A relative ``root`` that does not exist under the working directory is read from
+the data root, ``$NODE_DADA_DATA`` or ``./data`` (:mod:`node_dada.data.root`), where
+``node-dada data download`` puts each dataset.
 
 Stages: ``fit`` (train with augmentation + val grid crops), ``validate``,
 ``test`` (grid crops), ``predict`` (whole images of ``predict_split``, cropped to

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from node_dada.data.root import describe_search, resolve_data_path
 from node_dada.errors import DataError, InputTypeError, InputValueError, ShapeError
 
 __all__ = [
@@ -81,16 +82,18 @@ def _check_pixels(path: Path, what: str, height: int, width: int) -> None:
 
 
 def require_dir(path: str | Path, *, what: str, layout: str, download: str) -> Path:
-    """Return ``path`` as a :class:`Path` if it is a directory, else raise a
+    """Return ``path`` as a :class:`Path` if it is a directory (a relative path is also
+    looked up under the data root, see :mod:`node_dada.data.root`), else raise a
     :class:`DataError` that shows the expected ``layout`` and where to ``download`` it."""
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        found = "a file" if path.exists() else "nothing"
+    resolved = resolve_data_path(path)
+    if not resolved.is_dir():
+        found = "a file" if resolved.exists() else "nothing"
         raise DataError(
-            f"{what}: expected a dataset folder at {path}, found {found}.\n"
-            f"Expected layout:\n{layout}\nDownload: {download}"
+            f"{what}: expected a dataset folder at {describe_search(path)}, found {found}.\n"
+            f"Expected layout:\n{layout}\nDownload: {download} (`node-dada data list` shows "
+            f"what `node-dada data download NAME --root DIR` fetches)"
         )
-    return path
+    return resolved
 
 
 @contextlib.contextmanager

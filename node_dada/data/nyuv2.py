@@ -22,6 +22,7 @@ import numpy as np
 
 from node_dada.data.io import MAX_IMAGE_PIXELS, guide_to_float
 from node_dada.data.pipeline import Scene
+from node_dada.data.root import describe_search, resolve_data_path
 from node_dada.errors import DataError, InputValueError
 
 __all__ = [
@@ -114,7 +115,8 @@ class NYUv2Scenes:
     """NYUv2 labeled frames of one split (mm).
 
     Args:
-        path: ``nyu_depth_v2_labeled.mat`` or the folder that holds it.
+        path: ``nyu_depth_v2_labeled.mat`` or the folder that holds it (a relative path
+            is also looked up under the data root, see :mod:`node_dada.data.root`).
         split: ``"train"``, ``"val"``, ``"test"`` or ``"all"`` (every frame).
         split_file: the split JSON; ``None`` (default) reads the community split shipped
             with the package (:data:`NYUV2_SPLIT_FILE`). Not read for ``split="all"``.
@@ -125,7 +127,7 @@ class NYUv2Scenes:
 
     Example::
 
-        scenes = NYUv2Scenes("data/nyu_depth_v2", split="test")  # the packaged split
+        scenes = NYUv2Scenes("nyu_depth_v2", split="test")  # the packaged split
         scene = scenes.load(0)  # guide (480, 640, 3) in 0-1, depth (480, 640) in mm
     """
 
@@ -141,7 +143,8 @@ class NYUv2Scenes:
     ) -> None:
         if split not in ("train", "val", "test", "all"):
             raise InputValueError(f"split: expected train, val, test or all, got {split!r}")
-        path = Path(path).expanduser()
+        self._given = path
+        path = resolve_data_path(path)
         if path.is_dir():
             path = path / NYUV2_FILE_NAME
         self.path = path
@@ -196,7 +199,8 @@ class NYUv2Scenes:
 
         if not self.path.is_file():
             raise DataError(
-                f"NYUv2: expected {NYUV2_FILE_NAME} at {self.path}, found nothing.\n"
+                f"NYUv2: expected {NYUV2_FILE_NAME} at {self.path}, found nothing (looked "
+                f"for {describe_search(self._given)}).\n"
                 f"Expected layout: <root>/{NYUV2_FILE_NAME} (MATLAB v7.3 / HDF5 with datasets "
                 f"'images' uint8 (N, 3, W, H) and 'depths' float metres (N, W, H))\n"
                 f"Download: {NYUV2_DOWNLOAD}"

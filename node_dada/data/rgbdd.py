@@ -179,7 +179,7 @@ class RGBDDScenes:
 
     Example::
 
-        scenes = RGBDDScenes("../shared/data/rgbdd")
+        scenes = RGBDDScenes("rgbdd")  # ./rgbdd, else under the data root
         scene = scenes.load(0)  # guide (384, 512, 3) in 0-1, depth (384, 512) mm
     """
 
