@@ -1,48 +1,11 @@
 """``node-dada sweep configs/sweeps/<name>.yaml``: an ablation grid as one command
 (docs/design.md sections 4, 7 and 8).
 
-A sweep spec names a kind of measurement and a grid of cells::
-
-    name: solvers            # results go to results/<name>/ (or --out DIR)
-    kind: solver             # solver | gradient | fit
-    description: One paragraph for the summary.
-    threads: 1               # torch intra-op threads (1 is fastest on a busy 2-core machine)
-    kernels: never           # fused CPU kernels: never (eager torch) | auto | always; optional
-    data:                    # solver and gradient kinds: the crops
-      dataset: middlebury    # or motorcycle (embedded, no download)
-      root: middlebury0506/ThirdSize   # working directory, else the data root ($NODE_DADA_DATA)
-      split: test
-      views: left
-      scale: 8
-      crop_size: 64
-      crops: [26, 27, 38, 50]  # indices into the evaluation grid, or N for the first N
-    fixed: {t_end: 1920, max_nfe: 36000}     # settings shared by every cell
-    grid:                    # sub-grids; list values are crossed, the cells are their union
-      - {method: euler, step_size: [0.24, 0.3]}
-      - {method: [dopri5, bosh3], rtol: 1.0e-3, atol: 1.0e-5}
-
-Kinds and their cell keys:
-
-- ``solver``: learning-free inference on a batch of crops, no gradient. Keys:
-  ``method`` (any ``solve_ode`` method, or ``discrete`` for the discrete iteration
-  with ``t_end / step_size`` iterations), ``step_size``, ``rtol``, ``atol``,
-  ``t_end``, ``projection``, ``max_nfe``, ``options``. Each cell is compared with
-  the discrete iteration over the same horizon (``round(t_end / 0.24)``
-  iterations, 8000 for ``t_end = 1920``) and with the ground truth.
-- ``gradient``: one forward+backward of a fixed random linear loss of the output
-  w.r.t. the coefficients on one crop. Keys: ``grad_mode`` (``unrolled`` or a
-  ``solve_ode`` mode) and the solver keys above, plus ``seed``. Fidelity is
-  measured against a float64 reference with the same solver settings (section
-  ``gradient: {reference_mode: direct}``; ``unrolled`` against unrolled float64).
-  ``gradient: {max_horizon: {unrolled: 480}}`` records longer cells as skipped.
-- ``fit``: ``node-dada fit`` then ``node-dada test`` in-process (through
-  :func:`node_dada.cli.main`) with ``fit: {args: [...]}`` plus the cell's
-  overrides: ``solver``, ``grad_mode``, ``method``, ``step_size``, ``rtol``,
-  ``atol``, ``projection``, ``max_nfe``, ``lead_in``, ``train_iter`` (short for
-  ``model.<key>``) or any dotted LightningCLI key (``model.lr``,
-  ``data.init_args.crop_size``, ``trainer.max_steps``, ...). Each cell's
-  TensorBoard runs (``tb/fit``, ``tb/test``) and config sit in ``runs/<cell>/``;
-  checkpoints are deleted after the test unless ``fit: {keep_checkpoints: true}``.
+A sweep spec names a kind of measurement (``solver``: learning-free inference;
+``gradient``: one forward and backward per gradient mode; ``fit``: a real
+``node-dada fit`` then ``node-dada test``) and a grid of cells. The spec format,
+every key of each kind and an example spec per kind are in ``docs/sweeps.md``;
+the shipped specs are in ``configs/sweeps/``.
 
 Outputs in the results folder: ``cells.csv`` (one row per finished cell with
 its parameters, measurements, status, the command and the code that produced
@@ -111,6 +74,8 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 KINDS = ("solver", "gradient", "fit")
+#: Where a sweep writes without --out: runs/sweeps/<name>, never a committed results folder.
+DEFAULT_OUT = Path("runs") / "sweeps"
 _TOP_KEYS = {"name", "kind", "description", "threads", "kernels", "data", "fixed", "grid",
              "gradient", "fit"}
 _KERNEL_MODES = ("never", "auto", "always")
@@ -804,6 +769,15 @@ def read_scalars(run_dir: Path) -> dict[str, list[tuple[float, int, float]]]:
             for tag in accumulator.Tags()["scalars"]}
 
 
+def _trained_steps(checkpoint: Path) -> int:
+    """Optimiser steps a fit took, from its last checkpoint (0 when it saved none);
+    the logged scalars miss steps whenever ``trainer.log_every_n_steps`` > 1."""
+    if not checkpoint.is_file():
+        return 0
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    return int(state.get("global_step", 0))
+
+
 def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else math.nan
 
@@ -844,18 +818,20 @@ def _fit_and_test(cell: Cell, ctx: SweepContext, run_dir: Path,
     row["fit_s"] = cost.seconds
     train = read_scalars(run_dir / "tb" / "fit")
     losses = [v for _, _, v in train.get("train/loss", [])]
+    last = checkpoints / "last.ckpt"
+    steps = _trained_steps(last)
     if code != 0:
-        return row | {"steps": len(losses), "status": "failed",
+        return row | {"steps": steps, "status": "failed",
                       "error": f"fit: {message or f'exit code {code}'}"}
+    # the loss columns average the logged steps (every trainer.log_every_n_steps-th)
     row |= {
-        "steps": len(losses),
+        "steps": steps,
         "train_loss_first": _mean(losses[:10]),
         "train_loss_last": _mean(losses[-10:]),
         "nfe_forward": _mean([v for _, _, v in train.get("train/nfe_forward", [])]),
         "nfe_backward": _mean([v for _, _, v in train.get("train/nfe_backward", [])]),
-        "s_per_step": cost.seconds / max(len(losses), 1),
+        "s_per_step": cost.seconds / steps if steps else math.nan,
     }
-    last = checkpoints / "last.ckpt"
     with measure() as test_cost:
         code, message = _run_cli(["test", *common, "--trainer.logger.init_args.version", "test",
                                   "--ckpt_path", str(last)])
@@ -1359,7 +1335,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="node-dada sweep", description=__doc__.splitlines()[0])
     parser.add_argument("spec", type=Path, help="configs/sweeps/<name>.yaml")
     parser.add_argument("--out", type=Path, default=None,
-                        help="results folder (default: results/<name>)")
+                        help="results folder (default: runs/sweeps/<name>; the committed tables "
+                             "are made with --out results/<name>)")
     parser.add_argument("--rerun-failed", action="store_true",
                         help="run failed or diverged cells again")
     parser.add_argument("--max-cells", type=int, default=None,
@@ -1380,7 +1357,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         args = _parser().parse_args(argv)
         spec = load_spec(args.spec)
-        out_dir = args.out or Path("results") / spec.name
+        out_dir = args.out or DEFAULT_OUT / spec.name
         if args.list:
             done = {r["cell"]: r["status"] for r in read_cells(out_dir / "cells.csv")}
             for cell in spec.cells():
