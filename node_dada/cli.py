@@ -147,11 +147,10 @@ def _check_ckpt_path(ckpt_path: object) -> None:
 def run_lightning_cli(argv: list[str]) -> None:
     """LightningCLI over ``DADAModule`` and the DataModules, with a forced ``last`` checkpoint."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI
 
     from node_dada.data.datamodules import GuidedDepthDataModule
-    from node_dada.models.checkpointing import make_resumable
+    from node_dada.models.checkpointing import LastCheckpoint, make_resumable
     from node_dada.models.dada_module import DADAModule
 
     class NodeDadaCLI(LightningCLI):
@@ -171,8 +170,9 @@ def run_lightning_cli(argv: list[str]) -> None:
             return make_resumable(super().instantiate_trainer(**kwargs))
 
         def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001
-            # Always keep `last.ckpt`, so that `--ckpt_path last` resumes any run.
-            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            # Always keep `last.ckpt`, current to the last finished epoch, so that
+            # `--ckpt_path last` resumes any run where it stopped.
+            parser.add_lightning_class_args(LastCheckpoint, "checkpoint")
             parser.set_defaults({"checkpoint.save_last": True})
             # One value for the guide's channel count: the data converts guides to what
             # the model's extractor takes (grayscale, RGB, multispectral, ...).

@@ -132,3 +132,20 @@ def test_ddp_two_processes_agree(pairs, tmp_path):
     assert records[0]["world_size"] == 2
     assert records[0]["digest"] == records[1]["digest"]
     assert records[0]["global_step"] == records[1]["global_step"] == 3
+
+
+def test_last_checkpoint_follows_every_epoch_with_a_monitored_metric(pairs, tmp_path):
+    """With a monitor and validation every other epoch, Lightning alone leaves
+    last.ckpt at the last epoch that saved a top-k checkpoint; a resume would go
+    back there. Here it must hold the final step."""
+    import torch
+
+    args = fit_args(pairs, tmp_path, "--checkpoint.monitor", "val/mae_cm",
+                    "--checkpoint.save_top_k", "1", "--trainer.check_val_every_n_epoch", "2",
+                    "--trainer.max_epochs", "3", steps=-1)
+    assert main(["fit", *args]) == 0
+    steps_per_epoch = len(list((pairs / "train" / "guide").iterdir())) // 2
+    last = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 2 and last["global_step"] == 3 * steps_per_epoch
+    best = [p for p in (tmp_path / "ckpt").iterdir() if p.name != "last.ckpt"]
+    assert len(best) == 1  # the top-k checkpoint of the one validated epoch

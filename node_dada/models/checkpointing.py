@@ -10,8 +10,14 @@
   training epoch from ``(seed, epoch, rank)``, so that a resumed run draws the
   same batches as one that was never interrupted. (The module keeps the state of
   its own lead-in generator in the checkpoint: ``DADAModule.on_save_checkpoint``.)
-- :func:`make_resumable`: wires both into a :class:`~lightning.pytorch.Trainer`
-  (the CLI does it for every run).
+- :class:`LastCheckpoint`: Lightning's ``ModelCheckpoint`` whose ``last.ckpt``
+  follows every training epoch. Lightning itself rewrites ``last.ckpt`` only when
+  it has just saved a top-k checkpoint, so with a monitored metric a run whose
+  validation stopped improving (or that validates every n-th epoch) kept an old
+  ``last.ckpt``: a resume went back to it and ``test --ckpt_path last`` tested it.
+- :func:`make_resumable`: wires the first two into a :class:`~lightning.pytorch.Trainer`
+  (the CLI does it for every run and uses :class:`LastCheckpoint` as its
+  ``checkpoint`` callback).
 
 Exactness (CPU, ``num_workers=0``): resuming from a checkpoint taken at the end of
 an epoch reproduces the uninterrupted run bit for bit (tested with SIGKILLs in
@@ -34,10 +40,12 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, RandomSampler
 
 __all__ = [
     "AtomicCheckpointIO",
+    "LastCheckpoint",
     "EpochSeeding",
     "atomic_save",
     "epoch_seed",
@@ -176,6 +184,17 @@ class EpochSeeding(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._seed(trainer, trainer.current_epoch)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that, with ``save_last``, writes ``last.ckpt`` at the end of
+    every training epoch (after its validation, if any) whatever the top-k did, so
+    that a killed run loses at most the epoch it was in."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 def make_resumable(trainer: L.Trainer) -> L.Trainer:
