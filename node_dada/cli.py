@@ -130,6 +130,23 @@ def _newest_checkpoint(ckpt_path: object, dirpath: object, config: Any = None, *
     return str(found[-1])
 
 
+def _continue_version(config: Any, checkpoint: object) -> None:
+    """A fit resumed by ``--ckpt_path last`` logs into the version folder it resumes
+    (the logger's ``version`` set to that folder's name) instead of a new one, so that
+    its curves continue where they stopped and its checkpoint callback restores the
+    best score so far (in a new folder Lightning reloads only the best path, and the
+    next ``best-*.ckpt`` would be the best of the new folder alone). Only for a
+    logger given with ``init_args`` and no ``version`` of its own."""
+    logger = config.get("trainer.logger")
+    init = getattr(logger, "init_args", None) if logger not in (None, True, False) \
+        and not isinstance(logger, list) else None
+    if init is None or init.get("version") is not None:
+        return
+    folder = Path(str(checkpoint)).parent.parent
+    if folder.name.startswith("version_") and folder.parent == _run_base(config):
+        init["version"] = folder.name
+
+
 def _check_ckpt_path(ckpt_path: object) -> None:
     """Refuse a missing or untrusted ``--ckpt_path`` before Lightning unpickles it."""
     if not ckpt_path or str(ckpt_path) in _CKPT_KEYWORDS or str(ckpt_path).startswith(
@@ -160,9 +177,14 @@ def run_lightning_cli(argv: list[str]) -> None:
             if subcommand:
                 config = self.config[subcommand]
                 if "ckpt_path" in config:
+                    asked = config.get("ckpt_path")
                     config["ckpt_path"] = _newest_checkpoint(
-                        config.get("ckpt_path"), config.get("checkpoint.dirpath"), config,
+                        asked, config.get("checkpoint.dirpath"), config,
                         required=subcommand != "fit")
+                    if subcommand == "fit" and str(asked) == "last" and \
+                            str(config["ckpt_path"]) != "last" and \
+                            not config.get("checkpoint.dirpath"):
+                        _continue_version(config, config["ckpt_path"])
                 _check_ckpt_path(config.get("ckpt_path"))
 
         def instantiate_trainer(self, **kwargs):  # noqa: ANN003, ANN202

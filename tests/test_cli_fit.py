@@ -149,3 +149,24 @@ def test_last_checkpoint_follows_every_epoch_with_a_monitored_metric(pairs, tmp_
     assert last["epoch"] == 2 and last["global_step"] == 3 * steps_per_epoch
     best = [p for p in (tmp_path / "ckpt").iterdir() if p.name != "last.ckpt"]
     assert len(best) == 1  # the top-k checkpoint of the one validated epoch
+
+
+def test_fit_resumed_with_ckpt_path_last_continues_in_its_version_folder(pairs, tmp_path):
+    """Without --checkpoint.dirpath (the shipped configs): the resumed run logs and
+    checkpoints into the folder it resumes, keeping the best score so far."""
+    import torch
+
+    args = [a for a in fit_args(pairs, tmp_path, "--checkpoint.monitor", "val/mae_cm",
+                                "--checkpoint.filename", "best-{epoch}", steps=-1)
+            if a not in ("--checkpoint.dirpath", str(tmp_path / "ckpt"))]
+    assert main(["fit", *args, "--trainer.max_epochs", "1"]) == 0
+    assert main(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last"]) == 0
+    assert sorted(p.name for p in (tmp_path / "tb").iterdir()) == ["version_0"]
+    folder = tmp_path / "tb" / "version_0"
+    assert len(list(folder.glob("events.out.tfevents.*"))) == 2
+    last = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu",
+                      weights_only=False)
+    assert last["epoch"] == 1
+    state = next(v for k, v in last["callbacks"].items() if "Checkpoint" in k)
+    assert state["best_model_score"] is not None
+    assert state["dirpath"] == str(folder / "checkpoints")
