@@ -75,6 +75,8 @@ def _config_roots() -> list[tuple[str, str]]:
         if "sweeps" in path.parts:
             continue
         data = yaml.safe_load(path.read_text()).get("data") or {}
+        if data.get("class_path", "").endswith("FolderDataModule"):
+            continue  # the user's own pairs (configs/folder_*.yaml)
         root = (data.get("init_args") or {}).get("root")
         for value in [root] if isinstance(root, str) else (root or []):
             found.append((str(path.relative_to(REPO)), value))

@@ -18,6 +18,7 @@ a multiple of the scale; batch size 1 since sizes differ). Batches are
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -435,4 +436,11 @@ class FolderDataModule(GuidedDepthDataModule):
 
     def scenes(self, split: Split) -> SceneSource:
         folder = self.root / split
+        if split in ("val", "test") and not folder.is_dir() and not (
+                self.root / "train").is_dir():
+            warnings.warn(
+                f"FolderDataModule: {self.root} has no {split}/ folder, so the {split} "
+                f"metrics are computed on the same pairs as training, not on held-out "
+                f"ones; put held-out pairs in {folder}/ (and the training pairs in "
+                f"{self.root / 'train'}/)", stacklevel=2)
         return FolderScenes(folder if folder.is_dir() else self.root, **self.options)

@@ -670,11 +670,12 @@ def describe(report: FetchReport, *, downloads: Path | None = None) -> str:
 
 
 def build_parser(prog: str = "node-dada data") -> argparse.ArgumentParser:
-    """The ``node-dada data`` parser (``list`` and ``download``)."""
+    """The ``node-dada data`` parser (``list``, ``download`` and ``sample``)."""
     from node_dada.benchmark import OneLineParser
 
     parser = OneLineParser(prog=prog, description=__doc__.splitlines()[0])
-    actions = parser.add_subparsers(dest="action", metavar="{list,download}", required=True)
+    actions = parser.add_subparsers(dest="action", metavar="{list,download,sample}",
+                                    required=True)
     actions.add_parser("list", help="one line per dataset: what, size, layout, loader",
                        description="One line per dataset: what, size, layout, loader.")
     download = actions.add_parser(
@@ -686,11 +687,19 @@ def build_parser(prog: str = "node-dada data") -> argparse.ArgumentParser:
     download.add_argument("--force", action="store_true",
                           help="download every file again and replace unpacked folders")
     download.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sample = actions.add_parser(
+        "sample", help="write a real frame and a folder of pairs to try the commands on",
+        description="Write the embedded Motorcycle scene (real, no download) as a user's "
+                    "files: ROOT/frame/{guide.png,depth_x8.png,depth_gt.png} and "
+                    "ROOT/pairs/{train,val,test}/{guide,depth}/ (node_dada.data.sample).")
+    sample.add_argument("--root", type=Path, required=True, help="the folder to write into")
+    sample.add_argument("--overwrite", action="store_true",
+                        help="replace a sample written there before")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``node-dada data list|download``; a failure ends with one line and code 2."""
+    """``node-dada data list|download|sample``; a failure ends with one line and code 2."""
     from node_dada.benchmark import UsageError, report_error
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -699,6 +708,13 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(prog).parse_args(argv)
         if args.action == "list":
             sys.stdout.write(format_catalogue())
+            return 0
+        if args.action == "sample":
+            from node_dada.data.sample import write_sample
+
+            written = write_sample(args.root, overwrite=args.overwrite)
+            sys.stdout.write(f"{len(written)} files under {args.root}: frame/ (guide.png, "
+                             "depth_x8.png, depth_gt.png) and pairs/{train,val,test}/\n")
             return 0
         prog = f"node-dada data download {args.name}"
         root = args.root
