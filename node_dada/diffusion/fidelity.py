@@ -43,10 +43,10 @@ def coefficient_gradient(
     flattened, for one gradient mode (``"unrolled"`` = the discrete iteration with
     ``t_end / step`` iterations)."""
     dtype = dtype or depth0.dtype
-    tensors = [t.to(dtype) for t in (depth0, cv, ch, source)]
-    depth0_, cv_, ch_, source_ = tensors
-    cv_.requires_grad_(True)
-    ch_.requires_grad_(True)
+    depth0_, source_ = depth0.to(dtype), source.to(dtype)
+    # fresh leaves: the caller's cv and ch are left as they came (no requires_grad set)
+    cv_ = cv.detach().to(dtype).clone().requires_grad_(True)
+    ch_ = ch.detach().to(dtype).clone().requires_grad_(True)
     with torch.enable_grad():
         if grad_mode == "unrolled":
             step = solve_kwargs.get("step_size", 0.24)

@@ -35,7 +35,15 @@ DEFAULT_LOG_KAPPA = math.log(0.03)
 
 
 def block_mean(image: torch.Tensor, scale: int) -> torch.Tensor:
-    """``P``: mean over non-overlapping ``scale x scale`` blocks, (B,C,H,W) -> (B,C,H/s,W/s)."""
+    """``P``: mean over non-overlapping ``scale x scale`` blocks, (B,C,H,W) -> (B,C,H/s,W/s).
+
+    Raises ``ShapeError`` when ``H`` or ``W`` is not a multiple of ``scale`` (pooling
+    would silently drop the last rows and columns)."""
+    if image.shape[-2] % scale or image.shape[-1] % scale:
+        raise ShapeError(
+            f"block_mean: expected height and width divisible by scale {scale}, got shape "
+            f"{tuple(image.shape)}; crop or pad the image to a multiple of the scale"
+        )
     if scale == 1:
         return image
     return F.avg_pool2d(image, scale)
