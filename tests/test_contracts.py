@@ -32,3 +32,14 @@ def test_coefficient_gradient_leaves_the_callers_coefficients_alone() -> None:
     assert grad.shape == (cv.numel() + ch.numel(),) and torch.isfinite(grad).all()
     assert not cv.requires_grad and not ch.requires_grad
     assert torch.equal(cv, before[0]) and torch.equal(ch, before[1])
+
+
+def test_release_reads_the_validation_score_of_any_checkpoint_callback() -> None:
+    from node_dada.models.release import best_validation_score
+
+    score = torch.tensor(0.9072)
+    for key in ("ModelCheckpoint{'monitor': 'val/mae_cm'}", "LastCheckpoint{'monitor': 'v'}"):
+        content = {"callbacks": {"EpochSeeding": {}, key: {"best_model_score": score}}}
+        assert best_validation_score(content) == pytest.approx(0.9072)
+    assert best_validation_score({"callbacks": {"LastCheckpoint{}": {
+        "best_model_score": None}}}) is None

@@ -12,6 +12,7 @@ import inspect
 import io
 import json
 import lzma
+import os
 from pathlib import Path
 from typing import Any
 
@@ -151,9 +152,12 @@ def export_model(model, path: str | Path, *, half: bool = False, compress: bool 
     content = {"hyper_parameters": hparams, "state_dict": state}
     if metadata:
         content["metadata"] = metadata
-    if not compress:
-        torch.save(content, path)
-        return
     buffer = io.BytesIO()
     torch.save(content, buffer)
-    Path(path).write_bytes(lzma.compress(buffer.getvalue(), preset=9 | lzma.PRESET_EXTREME))
+    data = buffer.getvalue()
+    if compress:
+        data = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
+    # written beside, then moved over: a reader never sees a half-written model
+    partial = Path(path).with_name(Path(path).name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)

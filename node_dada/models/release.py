@@ -30,7 +30,7 @@ from node_dada.models.inference import (
     read_aliases,
 )
 
-__all__ = ["main", "release", "run_folder", "training_wall_time"]
+__all__ = ["best_validation_score", "main", "release", "run_folder", "training_wall_time"]
 
 
 def training_wall_time(run_dir: Path) -> float | None:
@@ -53,6 +53,15 @@ def training_wall_time(run_dir: Path) -> float | None:
     return sum(spans) if spans else None
 
 
+def best_validation_score(content: dict) -> float | None:
+    """The monitored score of a Lightning checkpoint's checkpoint callback
+    (``ModelCheckpoint`` or a subclass such as ``LastCheckpoint``), or None."""
+    for value in content.get("callbacks", {}).values():
+        if isinstance(value, dict) and value.get("best_model_score") is not None:
+            return float(value["best_model_score"])
+    return None
+
+
 def run_folder(checkpoint: Path) -> Path:
     """The folder whose TensorBoard events time the run that wrote ``checkpoint``
     (``<run>/version_N/checkpoints/x.ckpt`` -> ``<run>``): a run resumed with
@@ -71,9 +80,7 @@ def release(checkpoint: Path, name: str, *, config: str | None = None,
         raise DataError(f"--checkpoint: no file at {checkpoint}")
     content = load_checkpoint_file(checkpoint)
     model = model_from_content(content, checkpoint)
-    callbacks = content.get("callbacks", {})
-    best = next((value.get("best_model_score") for key, value in callbacks.items()
-                 if key.startswith("ModelCheckpoint")), None)
+    best = best_validation_score(content)
     run_dir = run_folder(checkpoint)
     metadata = {
         "source": checkpoint.name,
