@@ -192,15 +192,16 @@ def load_scenes(dataset: str, *, root: Path | Sequence[Path] | None = None,
         raise InputValueError(f"--dataset: expected one of {', '.join(DATASETS)}, got {dataset!r}")
     roots = [DEFAULT_MIDDLEBURY_ROOT] if root is None else (
         [root] if isinstance(root, Path) else list(root))
-    for folder in roots:
-        if not resolve_data_path(folder).is_dir():
+    found = [resolve_data_path(folder) for folder in roots]
+    for given, folder in zip(roots, found, strict=True):
+        if not folder.is_dir():
             raise DataError(
-                f"--root: no folder at {describe_search(folder)}; point it to the Middlebury "
+                f"--root: no folder at {describe_search(given)}; point it to the Middlebury "
                 "2005/2006 ThirdSize folder and/or a MiddEval3 tree (get them with `node-dada "
                 "data download middlebury2005 --root data`, likewise middlebury2006 and "
                 "middeval3-Q)"
             )
-    roots = [resolve_data_path(folder).resolve() for folder in roots]
+    roots = [folder.resolve() for folder in found]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         scenes = MiddleburyScenes(roots, split=split, missing_dmin="skip")

@@ -57,9 +57,10 @@ def write_sample(root: str | Path, *, overwrite: bool = False) -> list[Path]:
     Refuses (``DataError``) to replace an existing ``root/frame`` or ``root/pairs``
     unless ``overwrite``.
     """
-    import warnings
+    import torch
 
     from node_dada.data.motorcycle import load_motorcycle
+    from node_dada.diffusion import degrade
 
     root = Path(root)
     taken = [root / name for name in ("frame", "pairs") if (root / name).exists()]
@@ -70,12 +71,10 @@ def write_sample(root: str | Path, *, overwrite: bool = False) -> list[Path]:
     s = SAMPLE_SCALE
     height, width = guide.shape[0] // s * s, guide.shape[1] // s * s
     guide, depth = guide[:height, :width], depth[:height, :width]
-    with warnings.catch_warnings():  # blocks without any measurement stay NaN
-        warnings.simplefilter("ignore", RuntimeWarning)
-        low = np.nanmean(depth.reshape(height // s, s, width // s, s), axis=(1, 3))
+    low, _ = degrade(torch.from_numpy(np.ascontiguousarray(depth))[None, None], s)
     files = {
         root / "frame" / "guide.png": guide,
-        root / "frame" / f"depth_x{s}.png": _mm_png(low),
+        root / "frame" / f"depth_x{s}.png": _mm_png(low[0, 0].numpy()),  # 0: no data
         root / "frame" / "depth_gt.png": _mm_png(depth),
     }
     counts: dict[str, int] = {}

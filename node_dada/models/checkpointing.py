@@ -33,8 +33,9 @@ import contextlib
 import os
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import lightning as L
 import numpy as np
@@ -48,6 +49,7 @@ __all__ = [
     "LastCheckpoint",
     "EpochSeeding",
     "atomic_save",
+    "atomic_write",
     "epoch_seed",
     "make_resumable",
 ]
@@ -72,6 +74,12 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     ``path``) are removed by the next successful save of the same ``path``: one
     writer per path is assumed, as Lightning saves from rank 0 only.
     """
+    atomic_write(path, lambda stream: torch.save(obj, stream))
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Call ``write(stream)`` on a temporary file beside ``path``, flush and ``fsync`` it,
+    then move it over ``path`` (see :func:`atomic_save`)."""
     path = Path(path)
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -79,7 +87,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     temp = Path(temp_name)
     try:
         with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temp, path)

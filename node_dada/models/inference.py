@@ -12,7 +12,6 @@ import inspect
 import io
 import json
 import lzma
-import os
 from pathlib import Path
 from typing import Any
 
@@ -152,12 +151,12 @@ def export_model(model, path: str | Path, *, half: bool = False, compress: bool 
     content = {"hyper_parameters": hparams, "state_dict": state}
     if metadata:
         content["metadata"] = metadata
+    from node_dada.models.checkpointing import atomic_write
+
     buffer = io.BytesIO()
     torch.save(content, buffer)
     data = buffer.getvalue()
     if compress:
         data = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
-    # written beside, then moved over: a reader never sees a half-written model
-    partial = Path(path).with_name(Path(path).name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    # a reader (a process loading the shipped model) never sees a half-written file
+    atomic_write(path, lambda stream: stream.write(data))
