@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from node_dada.libc import resident_kib
+
 
 def publish(out: Path, lines: list[str]) -> int:
     """Write ``lines`` to ``out/README.md`` (creating ``out``), print them; exit code 0."""
@@ -18,10 +20,10 @@ def publish(out: Path, lines: list[str]) -> int:
 
 def rss_kib(field: str) -> int:
     """``VmRSS``, ``VmHWM``, ... of this process in KiB (Linux ``/proc/self/status``)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    value = resident_kib(field)
+    if value is None:
+        raise RuntimeError(f"{field} not in /proc/self/status (the benchmarks need Linux)")
+    return value
 
 
 def load_average() -> str:

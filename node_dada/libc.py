@@ -1,4 +1,5 @@
-"""glibc's allocator knobs, where the C library is glibc (Linux); no-ops elsewhere.
+"""glibc's allocator knobs, where the C library is glibc (Linux); no-ops elsewhere,
+and the process's resident-memory readings from ``/proc/self/status``.
 
 Large frames allocate and free hundreds of megabytes of small temporaries (the
 initial estimate's interpolation, the tiles of the coefficients); glibc keeps freed
@@ -12,8 +13,9 @@ import contextlib
 import ctypes
 import ctypes.util
 import sys
+from pathlib import Path
 
-__all__ = ["LIBC", "Libc", "release_free_memory"]
+__all__ = ["LIBC", "Libc", "release_free_memory", "reset_resident_peak", "resident_kib"]
 
 
 class Libc:
@@ -46,3 +48,26 @@ LIBC = Libc()
 def release_free_memory() -> None:
     """Return the allocator's free memory to the system (milliseconds)."""
     LIBC.trim()
+
+
+def resident_kib(field: str) -> int | None:
+    """``VmRSS`` (resident now), ``VmHWM`` (the high-water mark), ... of this process in
+    KiB; None where ``/proc/self/status`` does not exist or lacks the field."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def reset_resident_peak() -> bool:
+    """Set the high-water mark ``VmHWM`` to the current resident set (Linux
+    ``/proc/self/clear_refs``); False where the kernel does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True

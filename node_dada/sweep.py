@@ -56,7 +56,7 @@ import torch
 import yaml
 
 from node_dada.errors import InputValueError, NodeDadaError, SolverError
-from node_dada.libc import LIBC, Libc
+from node_dada.libc import LIBC, Libc, reset_resident_peak, resident_kib
 
 __all__ = [
     "KINDS",
@@ -335,18 +335,6 @@ def _check_values(spec: SweepSpec) -> None:
 # --- measuring -----------------------------------------------------------------------
 
 
-def _rss_kib(field_name: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-
-
 @contextlib.contextmanager
 def _measuring_malloc() -> Iterator[None]:
     """Blocks of 4 KiB or more get their own mapping and go back to the system when
@@ -377,18 +365,14 @@ def measure() -> Iterator[Measurement]:
     result = Measurement()
     gc.collect()
     LIBC.trim()
-    before = _rss_kib("VmRSS")
-    reset = False
-    if before is not None:
-        with contextlib.suppress(OSError):
-            Path("/proc/self/clear_refs").write_text("5")
-            reset = True
+    before = resident_kib("VmRSS")
+    reset = before is not None and reset_resident_peak()
     start = time.perf_counter()
     try:
         yield result
     finally:
         result.seconds = time.perf_counter() - start
-        peak = _rss_kib("VmHWM") if reset else None
+        peak = resident_kib("VmHWM") if reset else None
         if peak is not None and before is not None:
             result.peak_mib = max(0.0, (peak - before) / _MIB)
 
@@ -811,11 +795,14 @@ def _fit_and_test(cell: Cell, ctx: SweepContext, run_dir: Path,
                   checkpoints: Path) -> dict[str, Any]:
     common = _fit_args(cell, ctx, run_dir, checkpoints)
     row: dict[str, Any] = {"run": str(run_dir.relative_to(ctx.out_dir))}
-    # no memory column: a fit's resident-set rise mostly measures what the first fit
-    # of the process loads (Lightning, data caches), not the gradient mode
+    # the fit's own resident-set rise would mostly measure what the first fit of the
+    # process loads (Lightning, data caches): memory is the StepMemory callback's
+    # per-step reading, when the spec adds it
+    cpu_start = time.process_time()
     with measure() as cost:
         code, message = _run_cli(["fit", *common, "--trainer.logger.init_args.version", "fit"])
     row["fit_s"] = cost.seconds
+    row["fit_cpu_s"] = time.process_time() - cpu_start
     train = read_scalars(run_dir / "tb" / "fit")
     losses = [v for _, _, v in train.get("train/loss", [])]
     last = checkpoints / "last.ckpt"
@@ -831,6 +818,8 @@ def _fit_and_test(cell: Cell, ctx: SweepContext, run_dir: Path,
         "nfe_forward": _mean([v for _, _, v in train.get("train/nfe_forward", [])]),
         "nfe_backward": _mean([v for _, _, v in train.get("train/nfe_backward", [])]),
         "s_per_step": cost.seconds / steps if steps else math.nan,
+        "step_peak_mib": max((v for _, _, v in train.get("train/step_peak_mib", [])),
+                             default=math.nan),
     }
     with measure() as test_cost:
         code, message = _run_cli(["test", *common, "--trainer.logger.init_args.version", "test",
@@ -860,8 +849,8 @@ _METRICS = {
     "gradient": ["reference", "nfe", "nfe_backward", "steps", "step_time_s", "peak_mib",
                  "cosine", "one_minus_cosine", "relative_error", "reference_norm", "load_avg",
                  "cell_s"],
-    "fit": ["run", "steps", "fit_s", "s_per_step", "test_s", "nfe_forward",
-            "nfe_backward", "train_loss_first", "train_loss_last", "test_mae_cm", "test_rmse_cm",
+    "fit": ["run", "steps", "fit_s", "fit_cpu_s", "s_per_step", "step_peak_mib", "test_s",
+            "nfe_forward", "nfe_backward", "train_loss_first", "train_loss_last", "test_mae_cm", "test_rmse_cm",
             "load_avg", "cell_s"],
 }
 
@@ -1047,8 +1036,9 @@ _TABLES = {
     "fit": [("cell", "label"), ("status", "status"), ("steps", "steps"),
             ("s/step", "s_per_step"), ("NFE fwd", "nfe_forward"), ("NFE bwd", "nfe_backward"),
             ("loss first 10", "train_loss_first"), ("loss last 10", "train_loss_last"),
+            ("step peak MiB", "step_peak_mib"),
             ("test MAE (cm)", "test_mae_cm"), ("test RMSE (cm)", "test_rmse_cm"),
-            ("fit (s)", "fit_s")],
+            ("fit (s)", "fit_s"), ("fit CPU (s)", "fit_cpu_s")],
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import time
 from pathlib import Path
 
 import cv2
@@ -224,6 +225,56 @@ def test_fit_sweep_trains_tests_logs_and_skips(tmp_path, pairs, counting):
     calls = counting("fit")
     assert sweep.main([str(spec), "--out", str(out), "--no-progress"]) == 0
     assert calls == []
+
+
+def test_fit_cells_stop_on_a_cpu_budget_and_record_step_memory(tmp_path, pairs):
+    """The horizon study's budget (process CPU time, kept across a resume) and its
+    per-step memory reading, through the real CLI."""
+    args = ["--model.extractor", "light", "--model.lead_in", "0", "--model.train_iter", "16",
+            "--model.image_every_n_val_steps", "0",
+            "--data.class_path", "node_dada.data.FolderDataModule",
+            "--data.init_args.root", str(pairs), "--data.init_args.scale", "8",
+            "--data.init_args.crop_size", "32", "--data.init_args.batch_size", "1",
+            "--trainer.max_steps", "100000", "--trainer.max_epochs", "100000",
+            "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--trainer.log_every_n_steps", "1", "--trainer.limit_val_batches", "0",
+            "--trainer.callbacks+=node_dada.models.callbacks.CpuTimeBudget",
+            "--trainer.callbacks.seconds=2",
+            "--trainer.callbacks+=node_dada.models.callbacks.StepMemory"]
+    spec = write_spec(tmp_path / "budget.yaml", name="budget", kind="fit", fit={"args": args},
+                      grid=[{"solver": "discrete", "grad_mode": "unrolled"}])
+    out = tmp_path / "out"
+    assert cli_main(["sweep", str(spec), "--out", str(out), "--no-progress"]) == 0
+    (row,) = rows(out)
+    assert row["status"] == "ok", row["error"]
+    # stopped by the budget, not by max_steps; the CPU time includes setup and the test
+    assert 1 <= int(row["steps"]) < 100000
+    assert 2 <= float(row["fit_cpu_s"]) < 60
+    assert 0 <= float(row["step_peak_mib"]) < 1000
+    assert "step peak MiB" in (out / "README.md").read_text()
+
+
+def test_cpu_time_budget_resumes_with_what_is_left():
+    from node_dada.models.callbacks import CpuTimeBudget
+
+    budget = CpuTimeBudget(seconds=10.0)
+    budget.load_state_dict({"used": 9.5})
+    assert budget.state_dict()["used"] == pytest.approx(9.5)
+
+    class Trainer:
+        should_stop = False
+
+    budget.on_train_start(Trainer(), None)
+    budget.on_train_batch_end(Trainer())
+    trainer = Trainer()
+    end = time.process_time() + 0.6
+    while time.process_time() < end:  # spend CPU time, not wall time
+        pass
+    budget.on_train_batch_end(trainer)
+    assert trainer.should_stop
+    with pytest.raises(ValueError, match="seconds must be > 0"):
+        CpuTimeBudget(seconds=0)
 
 
 @pytest.mark.parametrize(
