@@ -850,8 +850,8 @@ _METRICS = {
                  "cosine", "one_minus_cosine", "relative_error", "reference_norm", "load_avg",
                  "cell_s"],
     "fit": ["run", "steps", "fit_s", "fit_cpu_s", "s_per_step", "step_peak_mib", "test_s",
-            "nfe_forward", "nfe_backward", "train_loss_first", "train_loss_last", "test_mae_cm", "test_rmse_cm",
-            "load_avg", "cell_s"],
+            "nfe_forward", "nfe_backward", "train_loss_first", "train_loss_last", "test_mae_cm",
+            "test_rmse_cm", "load_avg", "cell_s"],
 }
 
 
