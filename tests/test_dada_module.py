@@ -163,3 +163,21 @@ def test_paper_recipe_extractors_run_untiled() -> None:
         assert model._tiled_coefficients(guide, depth0, 32) is None
     with pytest.raises(InputValueError, match="multiple of 32"):
         _perturbed_model("light").coefficients(guide, depth0, tile=48)
+
+
+def test_init_from_starts_at_another_models_weights_and_checks_the_architecture() -> None:
+    from node_dada.models.inference import _model_hparams, load_model
+
+    parent = load_model("middlebury-x16-discrete")
+    hp = parent.hparams
+    child = DADAModule(extractor=hp["extractor"], kappa_map=hp["kappa_map"], solver="ode",
+                       grad_mode="adjoint", lead_in_solver="rkc",
+                       init_from="middlebury-x16-discrete")
+    theirs, ours = parent.state_dict(), child.state_dict()
+    assert theirs.keys() == ours.keys()
+    assert all(torch.equal(theirs[k], ours[k]) for k in theirs)
+    # a checkpoint of the fine-tuned model loads without the parent
+    assert "init_from" not in _model_hparams(dict(child.hparams))
+    with pytest.raises(InputValueError, match="kappa_map=True.*--model.kappa_map"):
+        DADAModule(extractor=hp["extractor"], kappa_map=False,
+                   init_from="middlebury-x16-discrete")

@@ -34,7 +34,7 @@ from node_dada.diffusion import (
     solve_ode,
 )
 from node_dada.diffusion.learning_free import learning_free_solver
-from node_dada.errors import InputValueError, SolverError
+from node_dada.errors import DataError, InputValueError, SolverError
 from node_dada.libc import release_free_memory
 from node_dada.models.extractors import build_extractor
 from node_dada.models.visuals import colourise, guide_to_rgb
@@ -123,6 +123,13 @@ class DADAModule(L.LightningModule):
             the same state within 1e-3 relative L2). The lead-in only draws a starting
             point for the horizon with gradient, so its scheme does not change what is
             learned; ``"rkc"`` makes ODE training as fast as discrete training.
+        init_from: start from another model's weights (a shipped model's name, a
+            Lightning checkpoint or an exported file) instead of the initial ones:
+            fine-tuning to another scale, sensor or dataset. Its extractor, guide
+            channels and head (``kappa_map``/``residual``) must be this model's; solver,
+            scale and training settings may differ. Only the starting point: a
+            checkpoint of this run carries its own weights, and a resumed run restores
+            them over these.
     """
 
     def __init__(
@@ -154,6 +161,7 @@ class DADAModule(L.LightningModule):
         residual: bool = False,
         kappa_map: bool = False,
         lead_in_solver: str = "training",
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -187,6 +195,8 @@ class DADAModule(L.LightningModule):
                 nn.init.zeros_(self.extractor.head.bias)
         self.log_kappa = nn.Parameter(torch.tensor(DEFAULT_LOG_KAPPA),
                                       requires_grad=not self.learning_free)
+        if init_from is not None:
+            self._start_from(init_from)
         if lead_in_solver not in ("training", "rkc"):
             raise InputValueError(
                 f"lead_in_solver: expected 'training' or 'rkc', got {lead_in_solver!r}")
@@ -205,6 +215,30 @@ class DADAModule(L.LightningModule):
         self._last_aux: dict[str, Any] = {}
         self._last_info: Any = None
         self._sums: dict[str, torch.Tensor] = {}
+
+    def _start_from(self, source: str) -> None:
+        """Load the weights of ``init_from`` after checking that they fit this model."""
+        from node_dada.models.inference import (
+            _model_hparams,
+            load_checkpoint_file,
+            resolve_checkpoint,
+        )
+
+        path = resolve_checkpoint(source)
+        content = load_checkpoint_file(path)
+        if "state_dict" not in content or "hyper_parameters" not in content:
+            raise DataError(
+                f"init_from: {path} lacks 'state_dict' and 'hyper_parameters'; expected a "
+                "node-dada model (a shipped name, a Lightning checkpoint or an exported file)")
+        theirs = _model_hparams(content["hyper_parameters"])
+        for key, default in (("extractor", "light"), ("guide_channels", 3),
+                             ("kappa_map", False), ("residual", False)):
+            if theirs.get(key, default) != self.hparams[key]:
+                raise InputValueError(
+                    f"init_from: {source!r} has {key}={theirs.get(key, default)!r}, this "
+                    f"model {key}={self.hparams[key]!r}; set --model.{key} to match it or "
+                    "start from a model with the same architecture")
+        self.load_state_dict(content["state_dict"], strict=True)
 
     # ----------------------------------------------------------------- forward
     def coefficients(self, guide: torch.Tensor, depth0: torch.Tensor, *,

@@ -74,13 +74,14 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
 
 def _model_hparams(raw: Any) -> dict[str, Any]:
     """The ``DADAModule`` arguments among saved hyper-parameters: LightningCLI adds
-    bookkeeping entries (e.g. ``"_instantiator"``), and ``pretrained`` is dropped
-    because the encoder weights come with the state dict."""
+    bookkeeping entries (e.g. ``"_instantiator"``), and ``pretrained`` and
+    ``init_from`` are dropped because the weights come with the state dict."""
     from node_dada.models.dada_module import DADAModule
 
     accepted = inspect.signature(DADAModule.__init__).parameters
     hparams = {k: v for k, v in dict(raw).items() if k in accepted}
     hparams.pop("pretrained", None)
+    hparams.pop("init_from", None)
     return hparams
 
 
