@@ -7,7 +7,10 @@ NodeDadaError`` catches everything this package raises on purpose.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
+    "error_line",
     "NodeDadaError",
     "ShapeError",
     "InputTypeError",
@@ -39,3 +42,16 @@ class SolverError(NodeDadaError, RuntimeError):
 
 class DataError(NodeDadaError, OSError):
     """A file or dataset folder is missing, truncated, corrupt or of the wrong kind."""
+
+
+def error_line(error: BaseException, limit: int | None = None) -> str:
+    """The message of ``error`` on one line (at most ``limit`` characters). An error
+    re-raised from a DataLoader worker carries the worker's traceback in its text:
+    only the original message is kept."""
+    text = str(error)
+    if "Original Traceback" in text:
+        raised = list(re.finditer(r"^[\w.]+: ", text, re.MULTILINE))
+        if raised:
+            text = text[raised[-1].end():]
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."

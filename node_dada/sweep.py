@@ -34,7 +34,6 @@ import argparse
 import contextlib
 import csv
 import gc
-import io
 import itertools
 import logging
 import math
@@ -55,7 +54,7 @@ import numpy as np
 import torch
 import yaml
 
-from node_dada.errors import InputValueError, NodeDadaError, SolverError
+from node_dada.errors import InputValueError, NodeDadaError, SolverError, error_line
 from node_dada.libc import LIBC, Libc, reset_resident_peak, resident_kib
 
 __all__ = [
@@ -679,21 +678,6 @@ def run_gradient_cell(cell: Cell, ctx: SweepContext) -> dict[str, Any]:
     return row
 
 
-class _Tee(io.TextIOBase):
-    """Writes to a stream and keeps a copy (to recover the CLI's one-line error)."""
-
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-        self.copy = io.StringIO()
-
-    def write(self, text: str) -> int:
-        self.copy.write(text)
-        return self.stream.write(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-
 def _cli_value(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
@@ -718,26 +702,16 @@ def fit_overrides(params: dict[str, Any]) -> list[str]:
     return args
 
 
-def _run_cli(argv: list[str]) -> tuple[int, str]:
-    """``node_dada.cli.main(argv)`` in-process; (exit code, its error line or '')."""
-    from node_dada.cli import main as cli_main
+def _run_lightning(argv: list[str]) -> str:
+    """:func:`node_dada.training.run` in-process: '' when it succeeded, else why not
+    (one line)."""
+    from node_dada.training import ConfigError, run
 
-    tee = _Tee(sys.stderr)
-    # LightningCLI warns when it gets arguments while sys.argv holds the sweep's own
-    saved_argv = sys.argv
-    sys.argv = saved_argv[:1]
     try:
-        with contextlib.redirect_stderr(tee):
-            code = cli_main(argv)
-    except SystemExit as stop:  # LightningCLI rejects bad arguments this way
-        code = stop.code if isinstance(stop.code, int) else 2
-    finally:
-        sys.argv = saved_argv
-    lines = [line for line in tee.copy.getvalue().splitlines() if line.strip()]
-    errors = [line for line in lines if "error:" in line]
-    message = (errors or lines or [""])[-1].strip()
-    message = message.removeprefix("node-dada: error: ")
-    return int(code or 0), message[:300]
+        run(argv)
+    except (ConfigError, NodeDadaError) as error:
+        return error_line(error, 300)
+    return ""
 
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[float, int, float]]]:
@@ -800,16 +774,15 @@ def _fit_and_test(cell: Cell, ctx: SweepContext, run_dir: Path,
     # per-step reading, when the spec adds it
     cpu_start = time.process_time()
     with measure() as cost:
-        code, message = _run_cli(["fit", *common, "--trainer.logger.init_args.version", "fit"])
+        failure = _run_lightning(["fit", *common, "--trainer.logger.init_args.version", "fit"])
     row["fit_s"] = cost.seconds
     row["fit_cpu_s"] = time.process_time() - cpu_start
     train = read_scalars(run_dir / "tb" / "fit")
     losses = [v for _, _, v in train.get("train/loss", [])]
     last = checkpoints / "last.ckpt"
     steps = _trained_steps(last)
-    if code != 0:
-        return row | {"steps": steps, "status": "failed",
-                      "error": f"fit: {message or f'exit code {code}'}"}
+    if failure:
+        return row | {"steps": steps, "status": "failed", "error": f"fit: {failure}"}
     # the loss columns average the logged steps (every trainer.log_every_n_steps-th)
     row |= {
         "steps": steps,
@@ -822,11 +795,11 @@ def _fit_and_test(cell: Cell, ctx: SweepContext, run_dir: Path,
                              default=math.nan),
     }
     with measure() as test_cost:
-        code, message = _run_cli(["test", *common, "--trainer.logger.init_args.version", "test",
+        failure = _run_lightning(["test", *common, "--trainer.logger.init_args.version", "test",
                                   "--ckpt_path", str(last)])
     row["test_s"] = test_cost.seconds
-    if code != 0:
-        return row | {"status": "failed", "error": f"test: {message or f'exit code {code}'}"}
+    if failure:
+        return row | {"status": "failed", "error": f"test: {failure}"}
     tested = read_scalars(run_dir / "tb" / "test")
     for tag, column in (("test/mae_cm", "test_mae_cm"), ("test/rmse_cm", "test_rmse_cm")):
         if tag in tested:

@@ -219,7 +219,7 @@ def test_kill_during_atomic_writes_never_leaves_an_unloadable_file(tmp_path, rec
 
 def test_ckpt_path_last_takes_a_checkpoint_newer_than_last_ckpt(tmp_path):
     """A kill between an epoch's checkpoint and last.ckpt: resume from the newer file."""
-    from node_dada.cli import _newest_checkpoint
+    from node_dada.training import _newest_checkpoint
 
     assert _newest_checkpoint("last", tmp_path) == "last"  # nothing there: Lightning decides
     (tmp_path / "last.ckpt").write_bytes(b"old")
@@ -285,8 +285,8 @@ def test_ckpt_path_last_finds_the_run_without_a_checkpoint_dirpath(tmp_path):
     version folders, and test/validate/predict refuse to run without a checkpoint."""
     from jsonargparse import Namespace
 
-    from node_dada.cli import _newest_checkpoint
     from node_dada.errors import DataError
+    from node_dada.training import _newest_checkpoint
 
     logger = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger",
                        init_args=Namespace(save_dir=str(tmp_path / "runs"), name="x8"))

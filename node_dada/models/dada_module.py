@@ -218,19 +218,16 @@ class DADAModule(L.LightningModule):
 
     def _start_from(self, source: str) -> None:
         """Load the weights of ``init_from`` after checking that they fit this model."""
-        from node_dada.models.inference import (
-            _model_hparams,
-            load_checkpoint_file,
-            resolve_checkpoint,
-        )
+        from node_dada.models.registry import resolve_checkpoint
+        from node_dada.models.weights import load_checkpoint_safely
 
         path = resolve_checkpoint(source)
-        content = load_checkpoint_file(path)
+        content = load_checkpoint_safely(path)
         if "state_dict" not in content or "hyper_parameters" not in content:
             raise DataError(
                 f"init_from: {path} lacks 'state_dict' and 'hyper_parameters'; expected a "
                 "node-dada model (a shipped name, a Lightning checkpoint or an exported file)")
-        theirs = _model_hparams(content["hyper_parameters"])
+        theirs = dict(content["hyper_parameters"])
         for key, default in (("extractor", "light"), ("guide_channels", 3),
                              ("kappa_map", False), ("residual", False)):
             if theirs.get(key, default) != self.hparams[key]:

@@ -22,13 +22,11 @@ from pathlib import Path
 
 from node_dada.errors import DataError
 from node_dada.models.inference import (
-    _ALIASES_FILE,
-    _CHECKPOINT_DIR,
     export_model,
     load_checkpoint_file,
     model_from_content,
-    read_aliases,
 )
+from node_dada.models.registry import _ALIASES_FILE, _CHECKPOINT_DIR, read_aliases
 
 __all__ = ["best_validation_score", "main", "release", "run_folder", "training_wall_time"]
 
