@@ -20,16 +20,15 @@ from node_dada.diffusion import (
     normalize_guide,
     shift_positive,
 )
-from node_dada.diffusion._checks import check_finite, check_pair, check_scale, check_tensor
+from node_dada.diffusion.checks import check_finite, check_pair, check_scale, check_tensor
 from node_dada.diffusion.footprint import footprint_adjust, integer_grid, resample, source_ratio
 from node_dada.diffusion.noise import check_source_noise, estimate_source_noise, fidelity_weights
+from node_dada.diffusion.sampling import MILLIMETRE_DEPTH_SCALE
 from node_dada.errors import InputTypeError, InputValueError, ShapeError
 from node_dada.libc import release_free_memory
 
 __all__ = ["MILLIMETRE_DEPTH_SCALE", "upsample"]
 
-#: Depth scale of the learning-free path for millimetre input (the Middlebury scale).
-MILLIMETRE_DEPTH_SCALE = 1122.7
 #: ``solver`` words: "fast" (default) = the growing-step RKC integration of the ODE,
 #: "exact" = the reference (learning-free: the discrete iteration; a checkpoint: the
 #: solver it was trained with); "ode" and "discrete" name the learning-free two directly.
@@ -167,9 +166,13 @@ def upsample(
             ODE (8000 by default). A checkpoint brings its own horizon.
         step: learning-free only: ``lambda`` of the iteration (0.24).
         kappa: learning-free only: Perona-Malik parameter of the coefficients (0.03).
-        depth_scale: divisor that brings ``source`` to the range DADA works in; default
-            the checkpoint's training scale, or 1122.7 (millimetres) when learning-free.
-            Use ``1.1227`` for metres, etc.
+        depth_scale: divisor of the depth channel that the coefficients see beside the
+            guide. ``None`` (default): learning-free, half the median of each frame's
+            valid source, so the result does not depend on the unit the depth is
+            stored in (mm, m, a DEM's feet; docs/design.md section 1); with a
+            checkpoint, its training scale (1122.7 for the shipped models, trained on
+            millimetres: pass ``1.1227`` for metres, ``112.27`` for centimetres). A
+            number fixes it (the benchmarks' dataset protocol: 1122.7 for Middlebury).
         source_noise: how far to trust the source. ``None`` (default): exactly, every
             ``scale x scale`` block mean of the output equals the source (the paper's
             adjustment). A number: the standard deviation of the source's noise, in its
@@ -224,28 +227,41 @@ def upsample(
         from node_dada.models.inference import cached_model
 
         model = cached_model(checkpoint)
+        trained = getattr(model, "training_scale", None)
+        if trained is not None and trained != scale:
+            warnings.warn(
+                f"checkpoint: {checkpoint!r} was trained for x{trained}, used at x{scale}: "
+                "its edge sensitivities were learned for another scale, expect a weaker "
+                f"result than from a model of this scale (shipped: "
+                f"{', '.join(_shipped_scale_names())})", stacklevel=2)
+        guide_t = _match_guide_channels(guide_t, model.hparams.guide_channels)
         if depth_scale is None:
             depth_scale = model.hparams.depth_scale
-        guide_t = _match_guide_channels(guide_t, model.hparams.guide_channels)
-    depth_scale = MILLIMETRE_DEPTH_SCALE if depth_scale is None else float(depth_scale)
-    if not depth_scale > 0:
-        raise InputValueError(f"depth_scale: expected a positive number, got {depth_scale}")
+            _warn_if_other_unit(source_t, mask, depth_scale, checkpoint)
+    if depth_scale is not None:
+        depth_scale = float(depth_scale)
+        if not depth_scale > 0:
+            raise InputValueError(f"depth_scale: expected a positive number, got {depth_scale}")
     work_dtype = torch.float32 if guide_t.dtype != torch.float64 else torch.float64
     device = guide_t.device
     guide_n = normalize_guide(guide_t.to(work_dtype))
     del guide_t  # large frames: one full-resolution guide at a time
     mask = mask.to(device)
+    divisor = unit_free_scale(source_t, mask) if depth_scale is None else depth_scale
+    if isinstance(divisor, torch.Tensor):
+        divisor = divisor.to(device=device, dtype=work_dtype)
     scaled = torch.where(mask, source_t, torch.zeros_like(source_t)).to(
         device=device, dtype=work_dtype
-    ) / depth_scale
+    ) / divisor
     if not torch.isfinite(scaled[mask]).all():
         largest = float(source_t[mask].abs().max())
         raise InputValueError(
             f"source: values up to {largest:.3g} overflow {work_dtype} once divided by "
-            f"depth_scale {depth_scale:g}; pass depth in a smaller unit or a matching depth_scale"
+            f"the depth scale {float(torch.as_tensor(divisor).min()):g}; pass depth in a "
+            "smaller unit or a matching depth_scale"
         )
     with torch.no_grad():
-        fidelity = _fidelity(source_noise, scaled, mask, depth_scale, guide_n)
+        fidelity = _fidelity(source_noise, scaled, mask, divisor, guide_n)
         depth0 = initial_estimate(scaled, mask, scale)
         release_free_memory()  # the interpolation's temporaries (large frames: ~GB)
         if model is not None:
@@ -265,7 +281,7 @@ def upsample(
                 num_iter=INFERENCE_PRE_ITER if num_iter is None else num_iter,
                 step=DEFAULT_STEP if step is None else step, callback=callback,
                 fidelity=fidelity)
-    return _as_output(result * depth_scale, source, source_t, numpy_in)
+    return _as_output(result * divisor, source, source_t, numpy_in)
 
 
 def _check_max_fill(value: Any) -> float:
@@ -401,6 +417,51 @@ def _match_guide_channels(guide: torch.Tensor, expected: int) -> torch.Tensor:
         f"guide: the checkpoint was trained on {expected}-channel guides, got {have} "
         "channels; pass a guide with that many channels or use a model trained on yours"
     )
+
+
+#: The learning-free depth channel is the depth divided by this fraction of the
+#: frame's median: about 1 to 1.5 for Middlebury's scenes in mm at the dataset scale
+#: 1122.7, whose learning-free results it reproduces to 0.1 % on the validation split.
+UNIT_FREE_FRACTION = 0.5
+#: Trained models: a source whose median, divided by the model's ``depth_scale``, lies
+#: outside this range is probably in another unit than the training data (a warning).
+_TRAINING_RANGE = (0.05, 50.0)
+
+
+def _shipped_scale_names() -> list[str]:
+    from node_dada.models.registry import read_aliases
+
+    return sorted(read_aliases(), key=lambda name: (len(name), name)) or ["none"]
+
+
+def unit_free_scale(source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, 1, 1, 1): ``UNIT_FREE_FRACTION`` x the median of each frame's valid
+    ``|source|`` (1 for a frame whose median is 0), the learning-free default of
+    ``depth_scale``. Multiplying the source by any factor multiplies it by the same
+    factor, so the result does not depend on the unit."""
+    scales = []
+    for frame, keep in zip(source, mask, strict=True):
+        values = frame[keep].abs()
+        median = float(values.median()) if values.numel() else 0.0
+        ok = median > 0 and math.isfinite(median)
+        scales.append(UNIT_FREE_FRACTION * median if ok else 1.0)
+    return torch.tensor(scales, dtype=torch.float64).view(-1, 1, 1, 1)
+
+
+def _warn_if_other_unit(source: torch.Tensor, mask: torch.Tensor, depth_scale: float,
+                        checkpoint: object) -> None:
+    values = source[mask].abs()
+    if not values.numel():
+        return
+    ratio = float(values.median()) / float(depth_scale)
+    low, high = _TRAINING_RANGE
+    if not low <= ratio <= high:
+        warnings.warn(
+            f"source: its median ({float(values.median()):.4g}) is {ratio:.3g} x the "
+            f"depth_scale {depth_scale:g} of checkpoint {checkpoint!r} (its training data "
+            f"lies between {low:g} and {high:g} x): the depth is probably in another unit "
+            "than the model was trained on (millimetres for the shipped models); pass "
+            "depth_scale (1.1227 for metres, 112.27 for centimetres)", stacklevel=3)
 
 
 def _fidelity(source_noise, scaled, mask, depth_scale, guide):

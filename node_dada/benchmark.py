@@ -47,7 +47,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,6 +55,15 @@ from tqdm import tqdm
 
 from node_dada.baselines import BASELINES, default_params, get_baseline
 from node_dada.baselines.dada import ODE_METHOD, ODE_STEP_GROWTH, ODE_STEP_SIZE
+from node_dada.commands.args import (
+    OneLineParser,
+    UsageError,
+    growth_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    report_error,
+)
 from node_dada.data import GuidedDepthDataset, MiddleburyScenes, MotorcycleScenes, NYUv2Scenes
 from node_dada.data.nyuv2 import NYUV2_FILE_NAME
 from node_dada.data.pipeline import SceneSource
@@ -804,24 +813,6 @@ def save_figure(crops: Sequence[FigureCrop], path: Path, *, title: str) -> None:
 # --- command line -------------------------------------------------------------------
 
 
-class UsageError(Exception):
-    """A bad command-line argument (reported as one line, exit code 2)."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad argument as one line (exit code 2 from :func:`main`)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def report_error(prog: str, error: BaseException) -> int:
-    """Write ``error`` as one line on stderr; return the exit code 2."""
-    message = str(error).splitlines()[0] if str(error) else type(error).__name__
-    sys.stderr.write(f"{prog}: error: {message}\n")
-    return 2
-
-
 def _checkpoint_arg(text: str) -> tuple[str, Path, int | None]:
     """``NAME=PATH``, or ``NAME=PATH@SCALE`` for a model evaluated at its one scale."""
     name, sep, path = text.partition("=")
@@ -834,29 +825,6 @@ def _checkpoint_arg(text: str) -> tuple[str, Path, int | None]:
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError(f"expected NAME=PATH or NAME=PATH@SCALE, got {text!r}")
     return name, Path(path), scale
-
-
-def _number_arg(convert: Callable[[str], Any], accept: Callable[[Any], bool],
-                expected: str) -> Callable[[str], Any]:
-    """An argparse ``type``: ``convert`` the text, and refuse what fails it or ``accept``."""
-    def parse(text: str) -> Any:
-        try:
-            value = convert(text)
-        except ValueError:
-            value = None
-        if value is None or not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-
-    return parse
-
-
-positive_int = _number_arg(int, lambda value: value > 0, "a positive integer")
-non_negative_int = _number_arg(int, lambda value: value >= 0, "an integer >= 0")
-_positive_float = _number_arg(float, lambda value: math.isfinite(value) and value > 0,
-                              "a positive number")
-_growth_float = _number_arg(float, lambda value: math.isfinite(value) and value >= 1,
-                            "a number >= 1")
 
 
 def _load_average() -> float | None:
@@ -904,9 +872,9 @@ def build_parser(prog: str = "node-dada benchmark") -> argparse.ArgumentParser:
                         help="pixel: exact (default); batch: mean of per-crop means")
     parser.add_argument("--dada-iters", type=positive_int, default=INFERENCE_PRE_ITER,
                         help="discrete DADA iterations; dada_ode integrates to T = 0.24 x this")
-    parser.add_argument("--ode-step", type=_positive_float, default=ODE_STEP_SIZE,
+    parser.add_argument("--ode-step", type=positive_float, default=ODE_STEP_SIZE,
                         help="dada_ode's first RKC step")
-    parser.add_argument("--ode-step-growth", type=_growth_float, default=ODE_STEP_GROWTH,
+    parser.add_argument("--ode-step-growth", type=growth_float, default=ODE_STEP_GROWTH,
                         help="ratio of each dada_ode RKC step to the one before (1: uniform)")
     parser.add_argument("--figure-crops", type=non_negative_int, default=DEFAULT_FIGURE_CROPS,
                         help="crops per scale shown in the figures (0: no figure)")

@@ -6,8 +6,10 @@ the valid high-resolution pixels.
 Aggregation over a test set: ``"pixel"`` (default) is exact, every valid pixel
 of the set weighs the same; ``"batch"`` is the reference protocol, the mean of
 per-batch means (MAE and MSE; RMSE is the square root of the averaged MSE), so
-numbers are comparable with published tables. :class:`DepthErrorAccumulator`
-collects batches and gives either.
+numbers are comparable with published tables. :class:`ErrorSums` holds the running
+sums of one evaluation in a float64 tensor (summed across processes as it is), and
+gives either; :class:`DepthErrorAccumulator` (the benchmarks) and the LightningModule's
+validation and test metrics both accumulate through it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from node_dada.errors import InputValueError, ShapeError
 __all__ = [
     "Aggregation",
     "DepthErrorAccumulator",
+    "ErrorSums",
     "DepthErrors",
     "aggregate_errors",
     "depth_errors",
@@ -114,6 +117,51 @@ def aggregate_errors(
     return DepthErrors(float(weights @ mae), mse_total, math.sqrt(mse_total), int(counts.sum()))
 
 
+class ErrorSums:
+    """Running sums of an evaluation: ``[sum |d|, sum d^2, pixels, sum of batch MAEs,
+    sum of batch MSEs, batches]`` in float64 (``d``: the error in the reported unit).
+
+    ``tensor`` can be summed across processes (``all_reduce``) as it is; build the
+    total back with ``ErrorSums(tensor=...)``.
+    """
+
+    def __init__(self, *, tensor: torch.Tensor | None = None,
+                 device: torch.device | str | None = None) -> None:
+        self.tensor = (torch.zeros(6, dtype=torch.float64, device=device) if tensor is None
+                       else tensor.to(torch.float64))
+
+    def add(self, prediction: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, *,
+            factor: float = 1.0) -> bool:
+        """Add one batch: the errors ``(prediction - target) * factor`` where ``valid``
+        holds; False (nothing added) when no pixel is valid."""
+        diff = (prediction - target)[valid].double() * factor
+        if diff.numel() == 0:
+            return False
+        absolute, squared = diff.abs(), diff**2
+        self.tensor += torch.stack([absolute.sum(), squared.sum(),
+                                    diff.new_tensor(float(diff.numel())), absolute.mean(),
+                                    squared.mean(), diff.new_tensor(1.0)]).to(self.tensor)
+        return True
+
+    @property
+    def batches(self) -> int:
+        return int(self.tensor[5])
+
+    def errors(self, aggregation: Aggregation = "pixel") -> DepthErrors:
+        """MAE, MSE and RMSE over every batch added (see the module docstring)."""
+        if aggregation not in ("pixel", "batch"):
+            raise InputValueError(
+                f"aggregation: expected 'pixel' or 'batch', got {aggregation!r}")
+        if self.batches == 0:
+            raise InputValueError("ErrorSums: no batch with valid pixels was added")
+        total = self.tensor.detach().cpu()
+        if aggregation == "pixel":
+            mae, mse = total[0] / total[2], total[1] / total[2]
+        else:
+            mae, mse = total[3] / total[5], total[4] / total[5]
+        return DepthErrors(float(mae), float(mse), math.sqrt(float(mse)), int(total[2]))
+
+
 class DepthErrorAccumulator:
     """Collects per-batch errors over an evaluation epoch.
 
@@ -126,7 +174,7 @@ class DepthErrorAccumulator:
     """
 
     def __init__(self) -> None:
-        self.batches: list[DepthErrors] = []
+        self.sums = ErrorSums()
 
     def update(
         self,
@@ -139,24 +187,31 @@ class DepthErrorAccumulator:
         A batch without any valid pixel is skipped (returns ``None``): it has no
         error to average (the reference protocol would record NaN).
         """
-        target = _as_numpy("target_mm", target_mm)
-        keep = np.isfinite(target)
+        target = torch.from_numpy(_as_numpy("target_mm", target_mm))
+        keep = torch.isfinite(target)
         if valid is not None:
-            keep &= _as_numpy("valid", valid).astype(bool)
-        if not keep.any():
+            keep &= torch.from_numpy(_as_numpy("valid", valid).astype(bool))
+        if not bool(keep.any()):
             return None
         errors = depth_errors(prediction_mm, target_mm, valid)
-        self.batches.append(errors)
+        self.sums.add(torch.from_numpy(_as_numpy("prediction_mm", prediction_mm)), target,
+                      keep, factor=1.0 / _MM_PER_CM)
         return errors
 
+    @property
+    def batches(self) -> int:
+        """Batches with valid pixels added so far."""
+        return self.sums.batches
+
     def compute(self, *, aggregation: Aggregation = "pixel") -> DepthErrors:
-        """Errors over every batch so far (see :func:`aggregate_errors`)."""
+        """Errors over every batch so far (``"pixel"``: exact; ``"batch"``: the mean of
+        the per-batch means)."""
         if not self.batches:
             raise InputValueError("DepthErrorAccumulator: no batch with valid pixels was added")
-        return aggregate_errors(self.batches, aggregation=aggregation)
+        return self.sums.errors(aggregation)
 
     def reset(self) -> None:
-        self.batches.clear()
+        self.sums = ErrorSums()
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return self.batches

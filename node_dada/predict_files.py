@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from node_dada.data.folder import DepthEncoding, decode_depth
 from node_dada.data.io import IMAGE_SUFFIXES, guide_to_float, read_image, write_pfm
 from node_dada.errors import DataError, InputValueError, NodeDadaError
 
@@ -42,10 +43,21 @@ def predict_pair(
     invalid_value: float = 0.0,
     source_noise: float | str | None = None,
     max_fill: float | None = None,
+    depth_unit_mm: float = 1.0,
+    depth_encoding: DepthEncoding = "linear",
+    swap_bytes: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return ``(guide float HWC, source, upsampled depth)`` for a pair of files
     (``source_noise``, ``max_fill``: as in ``node_dada.upsample``, in the file's units
-    and in source pixels)."""
+    and in source pixels).
+
+    ``depth_unit_mm``, ``depth_encoding``, ``swap_bytes``: how the file stores depth
+    (as :func:`node_dada.data.folder.decode_depth`: TUM's 1/5000 m is
+    ``depth_unit_mm=0.2``, SUN RGB-D's rotated bits ``"sun_rgbd"``, NYU's raw Kinect
+    values ``"kinect_raw"``, a byte-swapped PGM ``swap_bytes``). With any of them the
+    source is decoded to millimetres first, and the returned source and depth (and
+    ``source_noise``) are in millimetres; the source keeps the file's dtype where it
+    is 16-bit (holes as ``invalid_value``)."""
     import node_dada
 
     guide = guide_to_float(read_image(guide_path, what="guide"))
@@ -55,12 +67,37 @@ def predict_pair(
             f"source depth: expected a single-channel depth map, got shape {raw.shape} "
             f"from {source_path}"
         )
-    source = raw.astype(np.float64)
-    source[source == invalid_value] = np.nan
+    if depth_unit_mm != 1.0 or depth_encoding != "linear" or swap_bytes:
+        raw, source = _decoded(raw, source_path, depth_unit_mm=depth_unit_mm,
+                               depth_encoding=depth_encoding, swap_bytes=swap_bytes,
+                               invalid_value=invalid_value)
+    else:
+        source = raw.astype(np.float64)
+        source[source == invalid_value] = np.nan
     depth = node_dada.upsample(guide, source, scale=scale, checkpoint=checkpoint,
                                depth_scale=depth_scale, solver=solver,
                                source_noise=source_noise, max_fill=max_fill)
     return guide, raw, depth
+
+
+def _decoded(raw: np.ndarray, path: str | Path, *, invalid_value: float,
+             **encoding: object) -> tuple[np.ndarray, np.ndarray]:
+    """(the source in millimetres with the file's dtype where it is 16-bit, the same as
+    float64 with NaN holes)."""
+    if raw.dtype != np.uint16 and raw.dtype.kind != "f":
+        raise InputValueError(
+            f"source depth: --depth-unit-mm, --depth-encoding and --swap-bytes read 16-bit "
+            f"or float depth files, got {raw.dtype} from {path}; leave them out for this file")
+    millimetres = decode_depth(raw, invalid_value=invalid_value, **encoding).astype(np.float64)
+    if raw.dtype == np.uint16:
+        largest = np.nanmax(millimetres) if np.isfinite(millimetres).any() else 0.0
+        if largest > np.iinfo(np.uint16).max:
+            raise InputValueError(
+                f"source depth: decoded depth reaches {largest:.0f} mm, beyond a 16-bit "
+                f"file's 65535; write the output as .pfm or .npy (--out)")
+        kept = np.where(np.isfinite(millimetres), np.rint(millimetres), invalid_value)
+        return kept.astype(np.uint16), millimetres
+    return millimetres.astype(raw.dtype), millimetres
 
 
 _DEPTH_SUFFIXES = (".png", ".tif", ".tiff", ".pgm", ".pfm", ".npy")
@@ -415,7 +452,7 @@ def _upsample_many(args: argparse.Namespace) -> int:
                     guide_path, source_path, scale=args.scale, checkpoint=args.checkpoint,
                     depth_scale=args.depth_scale, solver=args.solver,
                     invalid_value=args.invalid_value, source_noise=args.source_noise,
-                    max_fill=args.max_fill)
+                    max_fill=args.max_fill, **_encoding(args))
                 out.parent.mkdir(parents=True, exist_ok=True)
                 depth = _write_result(out, source, depth, invalid_value=args.invalid_value,
                                       max_fill=args.max_fill)
@@ -442,10 +479,18 @@ def _upsample_many(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The options of ``node-dada upsample`` (and ``node-dada predict --guide ...``)."""
-    from node_dada.benchmark import OneLineParser
+    from node_dada.commands.args import OneLineParser
+    from node_dada.models.registry import NAMED_CHECKPOINTS
 
     parser = OneLineParser(
-        prog="node-dada predict", description=__doc__.splitlines()[0],
+        prog="node-dada predict",
+        description=(
+            "Upsample your own low-resolution depth with a high-resolution guide. Reads "
+            "PNG (8/16-bit), TIFF, PGM, PFM and NPY; writes the depth in the source's "
+            "format and units (integer files rounded) plus a preview PNG. Depth in any "
+            "unit works learning-free; the shipped models expect millimetres "
+            "(--depth-scale 1.1227 for metres). Guides are RGB (any channel count "
+            "learning-free; RGBA drops alpha, grayscale is repeated for a model)."),
         epilog="folders or patterns: node-dada upsample --guide 'rgb/*.png' --source depth "
                "--scale 8 --out upsampled (one model load, every output checked first)")
     parser.add_argument(
@@ -484,15 +529,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-progress", action="store_true",
         help="no progress bar over the pairs (it shows on a terminal's stderr only)")
-    parser.add_argument("--checkpoint", help="trained model (name or path); default learning-free")
+    parser.add_argument(
+        "--checkpoint",
+        help="a trained model: a shipped name (" + ", ".join(sorted(
+            NAMED_CHECKPOINTS, key=lambda n: (len(n), n))) + ") or a checkpoint "
+             "path; default: learning-free DADA")
     parser.add_argument("--depth-scale", type=float,
-                        help="divisor of the depth unit (1122.7 for mm)")
+                        help="divisor of the depth channel: learning-free, leave it out (half "
+                             "the source's median, any unit works); with a shipped model, "
+                             "the default is for millimetres, pass 1.1227 for metres")
     parser.add_argument(
         "--solver", default="fast", choices=("fast", "exact", "ode", "discrete"),
         help="fast (default): RKC integration of the ODE, within ~2e-4 of the reference; "
              "exact: the reference (learning-free: the discrete iteration; a checkpoint: "
              "its training solver, 5-10x slower); ode/discrete: learning-free only")
     parser.add_argument("--invalid-value", type=float, default=0.0, help="value marking holes")
+    parser.add_argument(
+        "--depth-unit-mm", type=float, default=1.0, metavar="MM",
+        help="millimetres per stored unit (1000 for metres, 0.2 for TUM's 1/5000 m); the "
+             "output is then in millimetres (default 1: the file's own unit is kept)")
+    parser.add_argument(
+        "--depth-encoding", choices=("linear", "kinect_raw", "sun_rgbd"), default="linear",
+        help="kinect_raw: NYU's raw Kinect values; sun_rgbd: SUN RGB-D's PNGs (bits rotated "
+             "by 3); the output is then in millimetres (default linear)")
+    parser.add_argument(
+        "--swap-bytes", action="store_true",
+        help="16-bit depth stored in the other byte order (e.g. NYU's raw .pgm)")
     parser.add_argument(
         "--source-noise", type=_source_noise_arg, default=None, metavar="SIGMA|auto",
         help="noisy sensor depth: its noise standard deviation in the file's units, or "
@@ -506,10 +568,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _encoding(args: argparse.Namespace) -> dict[str, object]:
+    return {"depth_unit_mm": args.depth_unit_mm, "depth_encoding": args.depth_encoding,
+            "swap_bytes": args.swap_bytes}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Upsample one pair, or every pair of two folders or patterns; a bad argument ends
     with one line on stderr and exit code 2."""
-    from node_dada.benchmark import UsageError, report_error
+    from node_dada.commands.args import UsageError, report_error
 
     parser = build_parser()
     try:
@@ -525,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     guide, source, depth = predict_pair(
         args.guide, args.source, scale=args.scale, checkpoint=args.checkpoint,
         depth_scale=args.depth_scale, solver=args.solver, invalid_value=args.invalid_value,
-        source_noise=args.source_noise, max_fill=args.max_fill)
+        source_noise=args.source_noise, max_fill=args.max_fill, **_encoding(args))
     depth = _write_result(out, source, depth, invalid_value=args.invalid_value,
                           max_fill=args.max_fill)
     if args.max_fill is None:

@@ -32,13 +32,10 @@ import torch
 from tqdm import tqdm
 
 from node_dada.baselines import get_baseline
-from node_dada.benchmark import (
-    DEFAULT_SCALES,
-    Crop,
+from node_dada.benchmark import DEFAULT_SCALES, Crop, iter_crops, load_scenes
+from node_dada.commands.args import (
     OneLineParser,
     UsageError,
-    iter_crops,
-    load_scenes,
     non_negative_int,
     positive_int,
     report_error,

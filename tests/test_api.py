@@ -28,9 +28,47 @@ def test_numpy_in_numpy_out_in_source_units_and_source_consistent():
 
 def test_units_scale_through_with_depth_scale():
     guide, source = scene()
-    mm = node_dada.upsample(guide, source, scale=4, num_iter=50)
+    mm = node_dada.upsample(guide, source, scale=4, num_iter=50, depth_scale=1122.7)
     metres = node_dada.upsample(guide, source / 1000, scale=4, num_iter=50, depth_scale=1.1227)
     np.testing.assert_allclose(metres * 1000, mm, rtol=1e-4)
+
+
+@pytest.mark.parametrize("solver", ["exact", "fast"])
+def test_learning_free_results_do_not_depend_on_the_depth_unit(solver):
+    """The default depth channel is the depth over half its own median: millimetres,
+    metres and feet give the same depth map (float32 round-off; RKC's step control
+    sees the round-off too)."""
+    guide, source = scene(h=12, w=16)
+    mm = node_dada.upsample(guide, source, scale=4, solver=solver)
+    for factor in (1e-3, 1 / 304.8, 10.0):
+        other = node_dada.upsample(guide, source * factor, scale=4, solver=solver) / factor
+        relative = np.abs(other - mm) / mm
+        assert relative.mean() < 1e-5 and relative.max() < 1e-3, (solver, factor)
+    # the old fixed millimetre scale is a different, explicit choice
+    fixed = node_dada.upsample(guide, source, scale=4, solver=solver, depth_scale=1122.7)
+    assert np.abs(fixed - mm).max() > 1e-3
+
+
+def test_the_unit_free_scale_is_per_frame():
+    guide = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    source = torch.rand(1, 1, 4, 4, generator=torch.Generator().manual_seed(1)) * 1000 + 500
+    both = node_dada.upsample(guide, torch.cat([source, source / 1000]), scale=4, num_iter=30)
+    first = node_dada.upsample(guide[:1], source, scale=4, num_iter=30)
+    second = node_dada.upsample(guide[1:], source / 1000, scale=4, num_iter=30)
+    torch.testing.assert_close(both, torch.cat([first, second]))
+
+
+def test_a_checkpoint_warns_when_the_depth_looks_like_another_unit():
+    guide, source = scene(h=8, w=8, scale=8)
+    with pytest.warns(UserWarning, match="another unit.*1.1227 for metres"):
+        node_dada.upsample(guide, source / 1000, scale=8, checkpoint="middlebury-x8")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # millimetres, or metres with their scale: quiet
+        node_dada.upsample(guide, source, scale=8, checkpoint="middlebury-x8")
+        node_dada.upsample(guide, source / 1000, scale=8, checkpoint="middlebury-x8",
+                           depth_scale=1.1227)
 
 
 def test_tensor_in_tensor_out_batched():
@@ -71,7 +109,7 @@ def test_inputs_are_not_modified_and_small_depth_warns():
     tiny = source / 1e6
     before = (guide.copy(), tiny.copy())
     with pytest.warns(UserWarning, match="shifted"):
-        node_dada.upsample(guide, tiny, scale=4, num_iter=10)
+        node_dada.upsample(guide, tiny, scale=4, num_iter=10, depth_scale=1122.7)
     assert np.array_equal(before[0], guide) and np.array_equal(before[1], tiny)
 
 
@@ -219,3 +257,9 @@ def test_checkpoint_on_a_frame_larger_than_a_tile_matches_the_untiled_run(monkey
 def test_size_errors_suggest_the_fix(guide, source, kwargs, phrase):
     with pytest.raises(ShapeError, match=phrase):
         node_dada.upsample(guide, source, num_iter=1, **kwargs)
+
+
+def test_a_checkpoint_used_at_another_scale_warns():
+    guide, source = scene(h=4, w=4, scale=8)
+    with pytest.warns(UserWarning, match="trained for x4, used at x8.*middlebury-x8"):
+        node_dada.upsample(guide, source, scale=8, checkpoint="middlebury-x4")

@@ -108,3 +108,12 @@ def test_a_jpeg_source_gets_a_png_output_by_default(tmp_path):
     assert main(["upsample", "--guide", str(guide), "--source", str(source), "--scale",
                  "8"]) == 0
     assert (tmp_path / "depth_x8.png").is_file()
+
+
+def test_upsample_help_shows_what_a_newcomer_needs_on_its_first_screen(capsys):
+    with pytest.raises(SystemExit):
+        main(["upsample", "--help"])
+    first_screen = "\n".join(capsys.readouterr().out.splitlines()[:60])
+    for needed in ("--guide", "--source", "--scale", "middlebury-x8", "millimetres",
+                   "PFM", "16-bit", "--depth-scale"):
+        assert needed in first_screen, needed

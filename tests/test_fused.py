@@ -24,6 +24,7 @@ from node_dada.diffusion import (
     projected_field,
     solve_ode,
 )
+from node_dada.errors import InputValueError
 
 needs_numba = pytest.mark.skipif(not fused.available(), reason="numba is not installed")
 F64 = torch.float64
@@ -271,10 +272,14 @@ def test_switch_reads_the_environment_and_rejects_nonsense():
     assert done.stdout.split()[0] == "never"
     with pytest.raises(ValueError, match="NODE_DADA_FUSED"):
         fused.set_mode("sometimes")
-    previous = fused.set_enabled(False)
+    with pytest.raises(InputValueError, match="NODE_DADA_FUSED"):
+        fused.set_mode("sometimes")
+    with pytest.deprecated_call():
+        previous = fused.set_enabled(False)
     try:
         assert fused.mode() == "never"
-        fused.set_enabled(True)
+        with pytest.deprecated_call():
+            fused.set_enabled(True)
         assert fused.mode() == "auto"
     finally:
         fused.set_mode(previous)

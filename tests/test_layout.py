@@ -113,3 +113,14 @@ def test_the_base_modules_import_nothing_of_the_package():
     graph = import_graph()
     for name in BASE:
         assert graph[name] == set(), (name, graph[name])
+
+
+def test_the_safe_loader_and_the_registry_load_without_lightning():
+    import subprocess
+    import sys
+
+    code = ("import sys, node_dada.models.weights, node_dada.models.registry; "
+            "print(any(m.split('.')[0] == 'lightning' for m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, check=True)
+    assert result.stdout.strip() == "False"

@@ -103,3 +103,23 @@ def test_accumulator_on_batches_of_samples():
     errors = accumulator.update(batch.physical(batch.depth0), batch.physical(batch.target),
                                 batch.mask_hr)
     assert errors.count == 2 * 14 * 16
+
+
+def test_the_accumulator_and_the_training_metrics_share_one_sum():
+    """The benchmarks' accumulator and DADAModule's val/test metrics are one
+    implementation (ErrorSums): same batches, same numbers, both aggregations."""
+    from node_dada.metrics import ErrorSums
+
+    batches = _batches()
+    accumulator = DepthErrorAccumulator()
+    sums = ErrorSums()
+    for prediction, target in batches:
+        accumulator.update(prediction, target)
+        p, t = torch.as_tensor(prediction), torch.as_tensor(target)
+        sums.add(p, t, torch.isfinite(t), factor=0.1)
+    per_batch = [depth_errors(p, t) for p, t in batches]
+    for aggregation in ("pixel", "batch"):
+        assert accumulator.compute(aggregation=aggregation) == sums.errors(aggregation)
+        reference = aggregate_errors(per_batch, aggregation=aggregation)
+        assert sums.errors(aggregation).mae_cm == pytest.approx(reference.mae_cm, rel=1e-12)
+    assert len(accumulator) == sums.batches == len(batches)

@@ -192,3 +192,36 @@ def test_match_pairs_refuses_a_stem_that_two_files_share():
     with pytest.raises(ValueError, match="share the stem 'a'"):
         match_pairs(guides, sources, match="stem")
     assert match_pairs(guides, sources) == list(zip(guides, sources, strict=True))
+
+
+@pytest.mark.parametrize(("encode", "flags"), [
+    (lambda mm: (mm * 5).astype(np.uint16), ["--depth-unit-mm", "0.2"]),  # TUM, 1/5000 m
+    (lambda mm: ((mm << 3) | (mm >> 13)).astype(np.uint16), ["--depth-encoding", "sun_rgbd"]),
+    (lambda mm: mm.byteswap(), ["--swap-bytes"]),
+])
+def test_sensor_depth_encodings_are_decoded_to_millimetres(tmp_path, capsys, encode, flags):
+    """A frame stored the sensor's way, decoded with the matching flags, gives the depth
+    map of the same frame stored in plain millimetres, written in millimetres."""
+    rng = np.random.default_rng(3)
+    guide = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    mm = (1000 + 1000 * rng.random((8, 8))).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "rgb.png"), guide)
+    cv2.imwrite(str(tmp_path / "plain.png"), mm)
+    cv2.imwrite(str(tmp_path / "sensor.png"), encode(mm))
+    for name, extra in (("plain", []), ("sensor", flags)):
+        assert main(["predict", "--guide", str(tmp_path / "rgb.png"), "--source",
+                     str(tmp_path / f"{name}.png"), "--scale", "8", "--out",
+                     str(tmp_path / f"{name}_up.png"), *extra]) == 0
+    plain = cv2.imread(str(tmp_path / "plain_up.png"), cv2.IMREAD_UNCHANGED)
+    decoded = cv2.imread(str(tmp_path / "sensor_up.png"), cv2.IMREAD_UNCHANGED)
+    assert decoded.dtype == np.uint16 and plain.shape == decoded.shape == (64, 64)
+    assert np.abs(decoded.astype(int) - plain.astype(int)).max() <= 1  # mm, rounding
+
+
+def test_decoding_flags_refuse_an_8_bit_depth_file(tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "rgb.png"), np.zeros((64, 64, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "d.png"), np.full((8, 8), 100, np.uint8))
+    code = main(["predict", "--guide", str(tmp_path / "rgb.png"), "--source",
+                 str(tmp_path / "d.png"), "--scale", "8", "--depth-unit-mm", "10"])
+    assert code == 2
+    assert "16-bit or float depth files, got uint8" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import torch
 
 from node_dada.diffusion import initial_estimate
-from node_dada.diffusion._checks import (
+from node_dada.diffusion.checks import (
     check_finite,
     check_mask,
     check_pair,

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from node_dada.api import MILLIMETRE_DEPTH_SCALE
 from node_dada.baselines._inputs import bicubic_estimate, check_depth0, prepare
 from node_dada.diffusion import (
     DEFAULT_KAPPA,
@@ -26,6 +25,7 @@ from node_dada.diffusion import (
     normalize_guide,
 )
 from node_dada.diffusion.learning_free import ODE_METHOD, ODE_STEP_GROWTH, ODE_STEP_SIZE
+from node_dada.diffusion.sampling import MILLIMETRE_DEPTH_SCALE
 from node_dada.errors import InputValueError
 
 __all__ = ["ODE_METHOD", "ODE_STEP_GROWTH", "ODE_STEP_SIZE", "ODE_T_END", "dada", "dada_ode"]

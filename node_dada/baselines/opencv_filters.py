@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from node_dada.baselines._inputs import Problem, bicubic_estimate, check_depth0, prepare
-from node_dada.diffusion._checks import check_scale
+from node_dada.diffusion.checks import check_scale
 from node_dada.errors import InputValueError, ShapeError
 
 __all__ = [

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 from torch.utils.data import DataLoader
@@ -98,6 +98,8 @@ class GuidedDepthDataModule(L.LightningDataModule):
         source_noise: str | None = None,
     ) -> None:
         super().__init__()
+        # the arguments of this class and of the subclass whose __init__ called it
+        self.save_hyperparameters()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
             raise InputValueError(
                 f"batch_size/eval_batch_size: expected >= 1, got {batch_size}/{eval_batch_size}"
@@ -198,32 +200,9 @@ class MiddleburyDataModule(GuidedDepthDataModule):
         views: Literal["both", "left"] = "both",
         depth_scale: float | None = None,
         middeval3_size: Literal["Q", "H", "F"] | None = None,
-        scale: int = 8,
-        crop_size: int | None = DEFAULT_CROP_SIZE,
-        batch_size: int = 8,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        cache: bool = True,
-        guide_channels: int | None = None,
-        horizontal_flip: bool = True,
-        max_rotation: float = MAX_ROTATION_DEG,
-        min_valid_lr: float = MIN_VALID_LR,
-        min_valid_hr: float = MIN_VALID_HR,
-        max_retries: int = MAX_CROP_RETRIES,
-        train_repeats: int = 1,
-        predict_split: Split = "test",
-        pin_memory: bool = False,
-        source_noise: str | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            scale=scale, crop_size=crop_size, batch_size=batch_size,
-            eval_batch_size=eval_batch_size, num_workers=num_workers, cache=cache,
-            guide_channels=guide_channels, horizontal_flip=horizontal_flip,
-            max_rotation=max_rotation, min_valid_lr=min_valid_lr, min_valid_hr=min_valid_hr,
-            max_retries=max_retries, train_repeats=train_repeats, predict_split=predict_split,
-            pin_memory=pin_memory, source_noise=source_noise,
-        )
-        self.save_hyperparameters()
+        super().__init__(**options)
         self.root = root
         self.options = {
             "years": tuple(years), "target": target, "missing_dmin": missing_dmin,
@@ -252,31 +231,9 @@ class NYUv2DataModule(GuidedDepthDataModule):
         *,
         split_file: str | Path | None = None,
         depth_scale: float = NYUV2_DEPTH_SCALE_MM,
-        scale: int = 8,
-        crop_size: int | None = DEFAULT_CROP_SIZE,
-        batch_size: int = 8,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        cache: bool = True,
-        guide_channels: int | None = None,
-        horizontal_flip: bool = True,
-        max_rotation: float = MAX_ROTATION_DEG,
-        min_valid_lr: float = MIN_VALID_LR,
-        min_valid_hr: float = MIN_VALID_HR,
-        max_retries: int = MAX_CROP_RETRIES,
-        train_repeats: int = 1,
-        predict_split: Split = "test",
-        pin_memory: bool = False,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            scale=scale, crop_size=crop_size, batch_size=batch_size,
-            eval_batch_size=eval_batch_size, num_workers=num_workers, cache=cache,
-            guide_channels=guide_channels, horizontal_flip=horizontal_flip,
-            max_rotation=max_rotation, min_valid_lr=min_valid_lr, min_valid_hr=min_valid_hr,
-            max_retries=max_retries, train_repeats=train_repeats, predict_split=predict_split,
-            pin_memory=pin_memory,
-        )
-        self.save_hyperparameters()
+        super().__init__(**options)
         self.root = root
         self.split_file = split_file
         self.depth_scale = depth_scale
@@ -302,31 +259,9 @@ class DIMLDataModule(GuidedDepthDataModule):
         *,
         resize: bool = True,
         depth_scale: float = DIML_DEPTH_SCALE_MM,
-        scale: int = 8,
-        crop_size: int | None = DEFAULT_CROP_SIZE,
-        batch_size: int = 8,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        cache: bool = True,
-        guide_channels: int | None = None,
-        horizontal_flip: bool = True,
-        max_rotation: float = MAX_ROTATION_DEG,
-        min_valid_lr: float = MIN_VALID_LR,
-        min_valid_hr: float = MIN_VALID_HR,
-        max_retries: int = MAX_CROP_RETRIES,
-        train_repeats: int = 1,
-        predict_split: Split = "test",
-        pin_memory: bool = False,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            scale=scale, crop_size=crop_size, batch_size=batch_size,
-            eval_batch_size=eval_batch_size, num_workers=num_workers, cache=cache,
-            guide_channels=guide_channels, horizontal_flip=horizontal_flip,
-            max_rotation=max_rotation, min_valid_lr=min_valid_lr, min_valid_hr=min_valid_hr,
-            max_retries=max_retries, train_repeats=train_repeats, predict_split=predict_split,
-            pin_memory=pin_memory,
-        )
-        self.save_hyperparameters()
+        super().__init__(**options)
         self.root = root
         self.resize = resize
         self.depth_scale = depth_scale
@@ -341,31 +276,10 @@ class MotorcycleDataModule(GuidedDepthDataModule):
     def __init__(
         self,
         *,
-        scale: int = 8,
-        crop_size: int | None = DEFAULT_CROP_SIZE,
         batch_size: int = 1,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        cache: bool = True,
-        guide_channels: int | None = None,
-        horizontal_flip: bool = True,
-        max_rotation: float = MAX_ROTATION_DEG,
-        min_valid_lr: float = MIN_VALID_LR,
-        min_valid_hr: float = MIN_VALID_HR,
-        max_retries: int = MAX_CROP_RETRIES,
-        train_repeats: int = 1,
-        predict_split: Split = "test",
-        pin_memory: bool = False,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            scale=scale, crop_size=crop_size, batch_size=batch_size,
-            eval_batch_size=eval_batch_size, num_workers=num_workers, cache=cache,
-            guide_channels=guide_channels, horizontal_flip=horizontal_flip,
-            max_rotation=max_rotation, min_valid_lr=min_valid_lr, min_valid_hr=min_valid_hr,
-            max_retries=max_retries, train_repeats=train_repeats, predict_split=predict_split,
-            pin_memory=pin_memory,
-        )
-        self.save_hyperparameters()
+        super().__init__(batch_size=batch_size, **options)
 
     def scenes(self, split: Split) -> SceneSource:
         return MotorcycleScenes()
@@ -401,31 +315,9 @@ class FolderDataModule(GuidedDepthDataModule):
         invalid_value: float | None = 0.0,
         swap_bytes: bool = False,
         depth_scale: float = MIDDLEBURY_DEPTH_SCALE_MM,
-        scale: int = 8,
-        crop_size: int | None = DEFAULT_CROP_SIZE,
-        batch_size: int = 8,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        cache: bool = True,
-        guide_channels: int | None = None,
-        horizontal_flip: bool = True,
-        max_rotation: float = MAX_ROTATION_DEG,
-        min_valid_lr: float = MIN_VALID_LR,
-        min_valid_hr: float = MIN_VALID_HR,
-        max_retries: int = MAX_CROP_RETRIES,
-        train_repeats: int = 1,
-        predict_split: Split = "test",
-        pin_memory: bool = False,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            scale=scale, crop_size=crop_size, batch_size=batch_size,
-            eval_batch_size=eval_batch_size, num_workers=num_workers, cache=cache,
-            guide_channels=guide_channels, horizontal_flip=horizontal_flip,
-            max_rotation=max_rotation, min_valid_lr=min_valid_lr, min_valid_hr=min_valid_hr,
-            max_retries=max_retries, train_repeats=train_repeats, predict_split=predict_split,
-            pin_memory=pin_memory,
-        )
-        self.save_hyperparameters()
+        super().__init__(**options)
         self.root = Path(root)
         self.options = {
             "guide_dir": guide_dir, "depth_dir": depth_dir, "guide_suffix": guide_suffix,

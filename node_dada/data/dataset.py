@@ -26,7 +26,7 @@ from node_dada.data.pipeline import (
     random_rotate,
     valid_fractions,
 )
-from node_dada.diffusion._checks import check_scale
+from node_dada.diffusion.checks import check_scale
 from node_dada.errors import InputValueError, ShapeError
 
 __all__ = ["DEFAULT_CROP_SIZE", "MAX_ROTATION_DEG", "GuidedDepthDataset", "Mode"]

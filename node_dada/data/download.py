@@ -671,7 +671,7 @@ def describe(report: FetchReport, *, downloads: Path | None = None) -> str:
 
 def build_parser(prog: str = "node-dada data") -> argparse.ArgumentParser:
     """The ``node-dada data`` parser (``list``, ``download`` and ``sample``)."""
-    from node_dada.benchmark import OneLineParser
+    from node_dada.commands.args import OneLineParser
 
     parser = OneLineParser(prog=prog, description=__doc__.splitlines()[0])
     actions = parser.add_subparsers(dest="action", metavar="{list,download,sample}",
@@ -700,7 +700,7 @@ def build_parser(prog: str = "node-dada data") -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``node-dada data list|download|sample``; a failure ends with one line and code 2."""
-    from node_dada.benchmark import UsageError, report_error
+    from node_dada.commands.args import UsageError, report_error
 
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = "node-dada data"

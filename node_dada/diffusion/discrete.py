@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from node_dada.diffusion import compiled as _compiled
 from node_dada.diffusion import fused as _fused
-from node_dada.diffusion._checks import (
+from node_dada.diffusion.checks import (
     check_mask,
     check_pair,
     check_tensor,

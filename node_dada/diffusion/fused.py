@@ -28,8 +28,10 @@ loop, the solver's vector field and, for ``method="rkc"``, whole RKC stages;
 with one, the field runs as a ``torch.autograd.Function`` whose backward is the
 fused vector-Jacobian product (which the stable adjoint also calls directly).
 Modes: ``auto`` (default; fused once the work repays loading the kernels),
-``always``, ``never``. Set with ``NODE_DADA_FUSED=auto|1|0`` in the environment,
-``set_mode(...)``, or ``with using("never"): ...`` for a block.
+``always``, ``never``. Set with ``NODE_DADA_FUSED=auto|1|0`` in the environment
+(read at import), ``set_mode(...)`` for the process, or ``with using("never"): ...``
+for a block. Errors are the package's typed ones (``ShapeError`` for arrays the
+kernels cannot take, ``InputValueError`` for a mode they do not know).
 
 Kernel arrays drop the channel axis: ``image`` (B, H, W), ``cv`` (B, H-1, W),
 ``ch`` (B, H, W-1), ``source``/``mask`` (B, h, w). Scalars (``step``, ``eps``,
@@ -49,6 +51,7 @@ import numpy as np
 import torch
 
 from node_dada.diffusion.operators import ADJUST_EPS
+from node_dada.errors import InputValueError, ShapeError
 
 try:
     import numba
@@ -95,7 +98,8 @@ _DTYPES = (torch.float32, torch.float64)
 def _mode_from(value: str) -> str:
     value = _ALIASES.get(value.strip().lower(), value.strip().lower())
     if value not in MODES:
-        raise ValueError(f"{ENV_SWITCH}: expected one of {MODES} (or 0/1), got {value!r}")
+        raise InputValueError(
+            f"{ENV_SWITCH}: expected one of {MODES} (or 0/1), got {value!r}")
     return value
 
 
@@ -128,7 +132,9 @@ def set_mode(value: str) -> str:
 
 
 def set_enabled(flag: bool) -> str:
-    """``set_mode("auto")`` for True, ``set_mode("never")`` for False; returns the previous mode."""
+    """Deprecated: ``set_mode("auto" if flag else "never")``."""
+    warnings.warn("fused.set_enabled is deprecated; use fused.set_mode('auto'|'never')",
+                  DeprecationWarning, stacklevel=2)
     return set_mode("auto" if flag else "never")
 
 
@@ -143,7 +149,9 @@ def using(value: str) -> Iterator[None]:
 
 
 def disabled() -> AbstractContextManager[None]:
-    """``using("never")``: run a block on the eager torch path."""
+    """Deprecated: ``using("never")``."""
+    warnings.warn("fused.disabled is deprecated; use fused.using('never')",
+                  DeprecationWarning, stacklevel=2)
     return using("never")
 
 
@@ -179,7 +187,7 @@ def _require_fit(image: torch.Tensor, cv: torch.Tensor, ch: torch.Tensor,
                  mask_lr: torch.Tensor, scale: int) -> None:
     # the kernels do not check bounds: a wrong shape would read past the arrays
     if not fits(image, cv, ch, mask_lr, scale):
-        raise ValueError(
+        raise ShapeError(
             f"fused kernels: expected image (B, 1, H, W), cv (B, 1, H-1, W), ch (B, 1, H, W-1), "
             f"mask_lr (B, 1, H/{scale}, W/{scale}); got {tuple(image.shape)}, "
             f"{tuple(cv.shape)}, {tuple(ch.shape)}, {tuple(mask_lr.shape)}")
@@ -677,7 +685,7 @@ def discrete_iterate(
     """
     _require_fit(image, cv, ch, mask_lr, scale)
     if tuple(source.shape) != tuple(mask_lr.shape):
-        raise ValueError(f"fused kernels: source {tuple(source.shape)} and mask_lr "
+        raise ShapeError(f"fused kernels: source {tuple(source.shape)} and mask_lr "
                          f"{tuple(mask_lr.shape)} differ")
     threads = _threads()
     current = image.detach().contiguous().clone().numpy()[:, 0]
@@ -738,7 +746,7 @@ def field_vjp(
     """
     _require_fit(image, cv, ch, mask_lr, scale)
     if adjoint.shape != image.shape:
-        raise ValueError(f"fused kernels: adjoint {tuple(adjoint.shape)} and image "
+        raise ShapeError(f"fused kernels: adjoint {tuple(adjoint.shape)} and image "
                          f"{tuple(image.shape)} differ")
     _threads()
     image_a, adjoint_a = _array(image), _array(adjoint)
@@ -831,7 +839,7 @@ def rkc_solve(
     from node_dada.diffusion.rkc import rkc_coefficients, rkc_stages_for
 
     if stages is None and spectral_radius is None:
-        raise ValueError("rkc_solve: give stages or spectral_radius")
+        raise InputValueError("rkc_solve: expected stages or spectral_radius, got neither")
     state, cv_a, ch_a, mask_a, f0, area, zero, (work, acc, acc_i) = _solve_start(
         y0, cv, ch, mask_lr, scale, rows=4 + scale)
     dtype = state.dtype

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from node_dada.diffusion._checks import check_mask, check_pair, check_tensor, infer_scale
+from node_dada.diffusion.checks import check_mask, check_pair, check_tensor, infer_scale
 from node_dada.diffusion.discrete import DEFAULT_STEP, INFERENCE_PRE_ITER, discrete_dada
 from node_dada.diffusion.ode import SolveInfo, solve_ode
 from node_dada.diffusion.operators import edge_coefficients

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,7 @@ __all__ = [
     "FIXED_GRID_METHODS",
     "ADAPTIVE_METHODS",
     "GRAD_MODES",
+    "GRADIENT_MODES",
     "PROJECTIONS",
     "DEFAULT_ADAPTIVE_MAX_NFE",
     "ProjectedDiffusion",
@@ -75,7 +77,6 @@ __all__ = [
 FIXED_GRID_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams",
                       "implicit_adams", "rkc")
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-GRAD_MODES = ("direct", "checkpointed", "adjoint", "adjoint_naive")
 PROJECTIONS = ("multiplicative", "additive")
 #: Function-evaluation budget of adaptive solves when ``max_nfe`` is not given.
 DEFAULT_ADAPTIVE_MAX_NFE = 200_000
@@ -424,8 +425,8 @@ class _SegmentedSolve(torch.autograd.Function):
     per leaf, last to first, recomputing the states the schedule dropped."""
 
     @staticmethod
-    def forward(ctx, y0, cv, ch, func, plan, mode, info):  # noqa: D102
-        ctx.func, ctx.plan, ctx.mode, ctx.info = func, plan, mode, info
+    def forward(ctx, y0, cv, ch, func, plan, leaf_backward, info):  # noqa: D102
+        ctx.func, ctx.plan, ctx.leaf_backward, ctx.info = func, plan, leaf_backward, info
         stored = _first_sweep(len(plan.leaves), _CHECKPOINT_SLOTS)
         with torch.no_grad():
             func.cv, func.ch = cv, ch
@@ -487,11 +488,7 @@ def _reverse(ctx, start, first, last, slots, kept, totals, cv_req, ch_req) -> No
 
 
 def _backward_leaf(ctx, start, index, totals, cv_req, ch_req) -> None:
-    leaf = ctx.plan.leaves[index]
-    if ctx.mode == "checkpointed":
-        _backward_leaf_autograd(ctx.func, ctx.plan, leaf, start, totals, cv_req, ch_req)
-    else:
-        _backward_leaf_adjoint(ctx.func, ctx.plan, leaf, start, totals, cv_req, ch_req)
+    ctx.leaf_backward(ctx.func, ctx.plan, ctx.plan.leaves[index], start, totals, cv_req, ch_req)
 
 
 def _backward_leaf_autograd(func, plan, leaf, start, totals, cv_req, ch_req) -> None:
@@ -710,23 +707,36 @@ def solve_ode(
         # the whole Euler grid in fused passes, one per step (same arithmetic as torchdiffeq)
         y_end, nfe = _fused.euler_solve(y0, cv, ch, mask, scale, projection, plan.knots)
         func.nfe += nfe
-    elif not needs_grad or grad_mode == "direct":
-        whole = _Plan(plan.method, plan.fixed, plan.knots, [(0, len(plan.knots) - 1)],
-                      plan.options, plan.rtol, plan.atol)
-        y_end = _integrate(func, y0, whole.leaf_times(whole.leaves[0]), whole)
-    elif grad_mode == "adjoint_naive":
-        y_end = _solve_naive(func, y0, cv, ch, plan)
     else:
-        info.segments = len(plan.leaves)
-        y_end = _SegmentedSolve.apply(y0, cv, ch, func, plan, grad_mode, info)
+        y_end = GRADIENT_MODES[grad_mode if needs_grad else "direct"](func, y0, cv, ch, plan,
+                                                                     info)
     info.nfe_forward = func.nfe
     info.wall_time_s = time.perf_counter() - clock
-    if grad_mode == "adjoint_naive" and needs_grad:
-        _track_naive_backward(func, info)
     return (hard_adjust(y_end, source, mask, scale) if exact else y_end), info
 
 
-def _solve_naive(func: ProjectedDiffusion, y0, cv, ch, plan: _Plan) -> torch.Tensor:
+def _solve_direct(func: ProjectedDiffusion, y0, cv, ch, plan: _Plan,
+                  info: SolveInfo) -> torch.Tensor:
+    """One torchdiffeq solve over the whole grid; autograd records every step."""
+    whole = _Plan(plan.method, plan.fixed, plan.knots, [(0, len(plan.knots) - 1)],
+                  plan.options, plan.rtol, plan.atol)
+    return _integrate(func, y0, whole.leaf_times(whole.leaves[0]), whole)
+
+
+def _segmented(leaf_backward: Callable[..., None]) -> Callable[..., torch.Tensor]:
+    """A solve without a graph whose backward runs ``leaf_backward`` per leaf."""
+
+    def solve(func: ProjectedDiffusion, y0, cv, ch, plan: _Plan,
+              info: SolveInfo) -> torch.Tensor:
+        info.segments = len(plan.leaves)
+        return _SegmentedSolve.apply(y0, cv, ch, func, plan, leaf_backward, info)
+
+    return solve
+
+
+def _solve_naive(func: ProjectedDiffusion, y0, cv, ch, plan: _Plan,
+                 info: SolveInfo) -> torch.Tensor:
+    """torchdiffeq's own adjoint (``odeint_adjoint``), guarded against blow-ups."""
     cv_g = _FiniteGradGuard.apply(cv, "cv")
     ch_g = _FiniteGradGuard.apply(ch, "ch")
     func.cv, func.ch = cv_g, ch_g
@@ -744,6 +754,7 @@ def _solve_naive(func: ProjectedDiffusion, y0, cv, ch, plan: _Plan) -> torch.Ten
         raise SolverError(f"solve_ode: {plan.method} failed: {error}") from error
     y_end = states[-1]
     low, high = float(y0.detach().min()), float(y0.detach().max())
+    _track_naive_backward(func, info)
     return _NaiveGuard.apply(y_end, func, low, high)
 
 
@@ -758,3 +769,20 @@ def _track_naive_backward(func: ProjectedDiffusion, info: SolveInfo) -> None:
         return result
 
     func.forward = counting  # type: ignore[method-assign]
+
+
+#: Gradient modes by name, as torchdiffeq names its solvers: each runs the forward
+#: solve ``(func, y0, cv, ch, plan, info) -> y_end`` and decides what its backward
+#: keeps. ``direct``: autograd through every step (memory grows with the horizon);
+#: ``checkpointed``: the binomial schedule keeps a few states and replays leaves with
+#: autograd (exact gradient of the discretised solve); ``adjoint``: the same schedule,
+#: each leaf's backward the stable adjoint (docs/design.md); ``adjoint_naive``:
+#: torchdiffeq's ``odeint_adjoint``, which integrates the state backwards and is
+#: unstable for diffusion. A new mode is one entry here (docs/contributing.md).
+GRADIENT_MODES: dict[str, Callable[..., torch.Tensor]] = {
+    "direct": _solve_direct,
+    "checkpointed": _segmented(_backward_leaf_autograd),
+    "adjoint": _segmented(_backward_leaf_adjoint),
+    "adjoint_naive": _solve_naive,
+}
+GRAD_MODES = tuple(GRADIENT_MODES)

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from node_dada.diffusion._checks import check_tensor
+from node_dada.diffusion.checks import check_tensor
 from node_dada.errors import InputValueError, ShapeError
 
 __all__ = [

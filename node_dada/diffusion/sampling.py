@@ -14,10 +14,11 @@ from scipy.interpolate import CloughTocher2DInterpolator, NearestNDInterpolator
 from scipy.spatial import QhullError
 from threadpoolctl import threadpool_limits
 
-from node_dada.diffusion._checks import check_mask, check_scale, check_tensor
+from node_dada.diffusion.checks import check_mask, check_scale, check_tensor
 from node_dada.errors import InputValueError
 
 __all__ = [
+    "MILLIMETRE_DEPTH_SCALE",
     "POSITIVITY_THRESHOLD",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -27,6 +28,9 @@ __all__ = [
     "shift_positive",
 ]
 
+#: The Middlebury depth scale, the protocol's divisor for depth in millimetres: training,
+#: the benchmarks and the learning-free baselines (docs/design.md section 1).
+MILLIMETRE_DEPTH_SCALE = 1122.7
 #: Sources with a valid value at or below this (after scaling) are shifted (docs/design.md s. 1).
 POSITIVITY_THRESHOLD = 0.1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -153,6 +153,12 @@ def render_card(out: Path, results: Path) -> str:
                         if hp.get("kappa_map") else
                         " with residual features" if hp.get("residual") else "")
         wall = meta.get("training_wall_time_s")
+        parent = meta.get("init_from")
+        if parent and wall is not None:
+            # a fine-tuned model's cost includes the training of the model it started from
+            started = contents.get(parent) or load_checkpoint_safely(resolve_checkpoint(parent))
+            parent_wall = started.get("metadata", {}).get("training_wall_time_s")
+            wall = None if parent_wall is None else wall + parent_wall
         lines += [
             f"## `{name}`" + (f" (also `{'`, `'.join(other_names)}`)" if other_names else ""),
             "",
@@ -170,7 +176,8 @@ def render_card(out: Path, results: Path) -> str:
             f"- Checkpoint chosen: {meta.get('source')} (epoch {meta.get('epoch')}, step "
             f"{meta.get('global_step')}), validation MAE {_fmt(meta.get('val_mae_cm'))} cm.",
             f"- Training wall time: {'n/a' if wall is None else f'{wall / 60:.1f} min'} "
-            f"on {meta.get('hardware')}; torch {meta.get('torch')}.",
+            + (f"(with `{parent}`, which it was fine-tuned from) " if parent else "")
+            + f"on {meta.get('hardware')}; torch {meta.get('torch')}.",
             f"- Retrain: `node-dada fit --config {meta.get('config')}`, then "
             f"`python -m node_dada.models.release --checkpoint <run>/checkpoints/best-*.ckpt "
             f"--name {name} --config {meta.get('config')}"

@@ -36,6 +36,7 @@ from node_dada.diffusion import (
 from node_dada.diffusion.learning_free import learning_free_solver
 from node_dada.errors import DataError, InputValueError, SolverError
 from node_dada.libc import release_free_memory
+from node_dada.metrics import ErrorSums
 from node_dada.models.extractors import build_extractor
 from node_dada.models.visuals import colourise, guide_to_rgb
 
@@ -214,7 +215,7 @@ class DADAModule(L.LightningModule):
         self._drop_gradients = False
         self._last_aux: dict[str, Any] = {}
         self._last_info: Any = None
-        self._sums: dict[str, torch.Tensor] = {}
+        self._sums: dict[str, ErrorSums] = {}
 
     def _start_from(self, source: str) -> None:
         """Load the weights of ``init_from`` after checking that they fit this model."""
@@ -546,35 +547,20 @@ class DADAModule(L.LightningModule):
 
     def _accumulate(self, stage: str, prediction, target, valid, unit: str) -> None:
         # Physical units: mm -> cm (metrics in cm, docs/design.md section 7); px stays px.
-        factor = 0.1 if unit == "mm" else 1.0
-        diff = (prediction - target)[valid].double() * factor
-        if diff.numel() == 0:
-            return
-        sums = self._sums.setdefault(stage, torch.zeros(5, dtype=torch.float64,
-                                                        device=prediction.device))
-        mae, mse = diff.abs().mean(), (diff**2).mean()
-        sums += torch.stack([diff.abs().sum(), (diff**2).sum(),
-                             diff.new_tensor(float(diff.numel())), mae, mse]).to(sums)
-        self._units = "cm" if unit == "mm" else unit
-        self._batches = getattr(self, "_batches", {})
-        self._batches[stage] = self._batches.get(stage, 0) + 1
+        sums = self._sums.setdefault(stage, ErrorSums(device=prediction.device))
+        if sums.add(prediction, target, valid, factor=0.1 if unit == "mm" else 1.0):
+            self._units = "cm" if unit == "mm" else unit
 
     def _log_epoch_metrics(self, stage: str) -> None:
         sums = self._sums.pop(stage, None)
-        batches = getattr(self, "_batches", {}).pop(stage, 0)
-        if sums is None:
+        if sums is None or sums.batches == 0:
             return
-        counts = torch.tensor([float(batches)], dtype=torch.float64, device=sums.device)
-        sums = self.trainer.strategy.reduce(sums.clone(), reduce_op="sum")
-        counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
-        if self.hparams.metric_aggregation == "pixel":
-            mae, mse = sums[0] / sums[2], sums[1] / sums[2]
-        else:
-            mae, mse = sums[3] / counts[0], sums[4] / counts[0]
+        total = ErrorSums(tensor=self.trainer.strategy.reduce(sums.tensor.clone(),
+                                                              reduce_op="sum"))
+        errors = total.errors(self.hparams.metric_aggregation)
         unit = getattr(self, "_units", "cm")
-        values = {f"{stage}/mae_{unit}": mae, f"{stage}/mse_{unit}2": mse,
-                  f"{stage}/rmse_{unit}": torch.sqrt(mse)}
-        self.log_dict({k: float(v) for k, v in values.items()}, prog_bar=stage == "val")
+        self.log_dict({f"{stage}/mae_{unit}": errors.mae_cm, f"{stage}/mse_{unit}2": errors.mse_cm2,
+                       f"{stage}/rmse_{unit}": errors.rmse_cm}, prog_bar=stage == "val")
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val")

@@ -35,6 +35,7 @@ __all__ = [
     "model_from_content",
     "read_aliases",
     "resolve_checkpoint",
+    "training_scale",
 ]
 
 def _model_hparams(raw: Any) -> dict[str, Any]:
@@ -98,7 +99,18 @@ def model_from_content(content: dict[str, Any], path: str | Path):
             f"checkpoint: {path} does not fit the model it describes (missing {missing[:5]}, "
             f"unexpected {unexpected[:5]})"
         )
+    model.training_scale = training_scale(content)
     return model.eval()
+
+
+def training_scale(content: dict[str, Any]) -> int | None:
+    """The upsampling factor a model was trained for: a shipped file's ``metadata``,
+    or a Lightning checkpoint's DataModule settings (None when neither says)."""
+    for section in ("metadata", "datamodule_hyper_parameters"):
+        value = (content.get(section) or {}).get("scale")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return int(value)
+    return None
 
 
 def export_model(model, path: str | Path, *, half: bool = False, compress: bool = False,
@@ -117,6 +129,12 @@ def export_model(model, path: str | Path, *, half: bool = False, compress: bool 
     content = {"hyper_parameters": hparams, "state_dict": state}
     if metadata:
         content["metadata"] = metadata
+    write_content(content, path, compress=compress)
+
+
+def write_content(content: dict[str, Any], path: str | Path, *, compress: bool) -> None:
+    """``torch.save`` of an exported model's dict, xz-compressed with ``compress``,
+    written atomically."""
     from node_dada.models.checkpointing import atomic_write
 
     buffer = io.BytesIO()

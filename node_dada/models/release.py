@@ -25,8 +25,15 @@ from node_dada.models.inference import (
     export_model,
     load_checkpoint_file,
     model_from_content,
+    training_scale,
+    write_content,
 )
-from node_dada.models.registry import _ALIASES_FILE, _CHECKPOINT_DIR, read_aliases
+from node_dada.models.registry import (
+    _ALIASES_FILE,
+    _CHECKPOINT_DIR,
+    read_aliases,
+    resolve_checkpoint,
+)
 
 __all__ = ["best_validation_score", "main", "release", "run_folder", "training_wall_time"]
 
@@ -89,6 +96,9 @@ def release(checkpoint: Path, name: str, *, config: str | None = None,
         "hardware": hardware,
         "training_wall_time_s": training_wall_time(run_dir),
         "torch": str(torch.__version__),
+        "scale": training_scale(content),
+        # a fine-tuned model: the model it started from (its file does not need it)
+        "init_from": (content.get("hyper_parameters") or {}).get("init_from"),
     }
     _CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)
     target = _CHECKPOINT_DIR / f"{name}.pt"
@@ -98,6 +108,15 @@ def release(checkpoint: Path, name: str, *, config: str | None = None,
         aliases[alias] = name
         _ALIASES_FILE.write_text(json.dumps(dict(sorted(aliases.items())), indent=2) + "\n")
     return target
+
+
+def annotate(name: str, **fields: object) -> Path:
+    """Add ``fields`` to a shipped model's metadata; the weights stay byte for byte."""
+    path = resolve_checkpoint(name)
+    content = load_checkpoint_file(path)
+    content["metadata"] = {**content.get("metadata", {}), **fields}
+    write_content(content, path, compress=True)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

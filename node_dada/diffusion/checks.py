@@ -1,6 +1,11 @@
-"""Argument validation shared by the maths functions.
+"""Argument validation shared by the maths functions and the layers above them.
 
-Messages name the argument, what was expected and what came (docs/contributing.md).
+Public: a new function that takes tensors (a baseline, a solver, a loader) checks
+them with these, so every message names the argument, what was expected and what
+came, and says what to do (docs/contributing.md). Each check raises the package's
+typed errors (``InputTypeError``, ``ShapeError``, ``InputValueError``) and returns
+nothing, except :func:`check_scale` / :func:`infer_scale` (the scale as an int) and
+:func:`check_mask` (the mask as a bool tensor).
 """
 
 from __future__ import annotations
@@ -8,6 +13,16 @@ from __future__ import annotations
 import torch
 
 from node_dada.errors import InputTypeError, InputValueError, ShapeError
+
+__all__ = [
+    "check_finite",
+    "check_mask",
+    "check_pair",
+    "check_same_shape",
+    "check_scale",
+    "check_tensor",
+    "infer_scale",
+]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 

@@ -1,0 +1,1 @@
+"""Command-line wiring shared by the ``node-dada`` commands (:mod:`node_dada.cli`)."""
