@@ -3,10 +3,15 @@
 - ``node-dada fit|validate|test|predict --config configs/<file>.yaml``: LightningCLI
   (model :class:`~node_dada.models.DADAModule`, any DataModule of ``node_dada.data``).
 - ``node-dada predict --guide RGB --source DEPTH --scale 8 [--checkpoint ...]``: a
-  user's own pair of files (see :mod:`node_dada.predict_files`).
-- ``node-dada benchmark ...``: every method on the same crops (:mod:`node_dada.benchmark`).
+  user's own pair of files (see :mod:`node_dada.commands.upsample`).
+- ``node-dada benchmark ...``: every method on the same crops
+  (:mod:`node_dada.commands.benchmark`).
 - ``node-dada data list|download NAME --root DIR``: the datasets, downloaded into the
-  layout their loaders read (:mod:`node_dada.data.download`).
+  layout their loaders read (:mod:`node_dada.commands.data`).
+
+Every command that is not a LightningCLI subcommand is one module of
+:mod:`node_dada.commands` with its parser and a ``main(argv) -> int``; the library
+module it drives holds the work and no argparse.
 
 A ``NodeDadaError`` ends the command with one line on stderr and exit code 2; so do
 a configuration the parser refuses (unknown key, bad value, missing config file) and
@@ -28,17 +33,20 @@ run_lightning_cli = run
 
 #: The commands that are not LightningCLI subcommands: name -> (module, one line).
 _COMMANDS = {
-    "upsample": ("node_dada.predict_files",
+    "upsample": ("node_dada.commands.upsample",
                  "upsample your own files: --guide RGB --source DEPTH --scale S "
                  "[--checkpoint NAME]"),
-    "benchmark": ("node_dada.benchmark", "every method on the same crops: tables and figures"),
-    "data": ("node_dada.data.download",
+    "benchmark": ("node_dada.commands.benchmark",
+                  "every method on the same crops: tables and figures"),
+    "data": ("node_dada.commands.data",
              "list the datasets, or download one: data download NAME --root DIR"),
-    "sweep": ("node_dada.sweep", "an ablation grid from configs/sweeps/<name>.yaml"),
-    "demo": ("node_dada.demo", "the embedded Motorcycle scene at x4-x32 (what make demo runs)"),
-    "tuning": ("node_dada.tuning", "tune the classic filters' parameters on the validation split"),
-    "card": ("node_dada.models.card", "write the model card of the shipped models"),
-    "release": ("node_dada.models.release", "ship a trained checkpoint inside the package"),
+    "sweep": ("node_dada.commands.sweep", "an ablation grid from configs/sweeps/<name>.yaml"),
+    "demo": ("node_dada.commands.demo",
+             "the embedded Motorcycle scene at x4-x32 (what make demo runs)"),
+    "tuning": ("node_dada.commands.tuning",
+               "tune the classic filters' parameters on the validation split"),
+    "card": ("node_dada.commands.card", "write the model card of the shipped models"),
+    "release": ("node_dada.commands.release", "ship a trained checkpoint inside the package"),
 }
 _LIGHTNING = {
     "fit": "train a model: --config configs/<file>.yaml (--ckpt_path last resumes)",

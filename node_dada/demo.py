@@ -3,14 +3,12 @@ and at x8 the shipped trained model (``middlebury-x8``) next to them.
 
     python -m node_dada.demo --out results/demo
 
-Writes ``motorcycle.csv``, ``motorcycle.md`` and one picture per scale.
+Writes ``motorcycle.csv``, ``motorcycle.md`` and one picture per scale. The command
+line (its options and ``main``) is :mod:`node_dada.commands.demo`.
 """
 
 from __future__ import annotations
 
-import argparse
-import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from node_dada.data.motorcycle import MIDDLEBURY_DEPTH_SCALE_MM, load_motorcycle
+from node_dada.data.motorcycle import MIDDLEBURY_DEPTH_SCALE_MM
 from node_dada.diffusion import (
-    INFERENCE_PRE_ITER,
     degrade,
     initial_estimate,
     learning_free_dada,
@@ -155,38 +152,6 @@ def write_tables(rows: list[DemoRow], out: Path, command: str, num_iter: int) ->
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"),
-                        help="folder for the table and figures (default: runs/demo)")
-    parser.add_argument("--scales", type=int, nargs="+", default=list(DEFAULT_SCALES))
-    parser.add_argument("--num-iter", type=int, default=INFERENCE_PRE_ITER)
-    args = parser.parse_args(argv)
-    command = "python -m node_dada.demo " + shlex.join(sys.argv[1:] if argv is None else argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    guide, depth_mm = load_motorcycle()
-    rows: list[DemoRow] = []
-    with tqdm(total=args.num_iter * len(args.scales), desc="learning-free DADA", unit="it") as bar:
-        for scale in args.scales:
-            bar.set_postfix_str(f"x{scale}")
-            scale_rows, maps = run_scale(guide, depth_mm, scale, args.num_iter, bar)
-            rows += scale_rows
-            if scale == 8 and trained_model_available():
-                row, maps["trained"] = run_trained(guide, depth_mm, scale)
-                scale_rows.append(row)
-                rows.append(row)
-            save_figure(maps, scale, scale_rows, args.out / f"motorcycle_x{scale}.png")
-    text = write_tables(rows, args.out, command, args.num_iter)
-    sys.stdout.write("\n" + text + f"\nWritten to {args.out}/\n")
-    if not trained_model_available():
-        sys.stdout.write(
-            f"No trained model ({TRAINED_MODEL!r}) is shipped with this version, so the table "
-            "has learning-free rows only. Train one with: node-dada fit --config "
-            "configs/middlebury_x8_ode_adjoint.yaml\n"
-        )
-    return 0
-
-
 def trained_model_available() -> bool:
     from node_dada.models.inference import NAMED_CHECKPOINTS
 
@@ -211,4 +176,6 @@ def run_trained(guide: np.ndarray, depth_mm: np.ndarray, scale: int
 
 
 if __name__ == "__main__":
+    from node_dada.commands.demo import main
+
     raise SystemExit(main())

@@ -17,7 +17,6 @@ checkpoint of the run even when no ``checkpoint.dirpath`` is set.
 
 from __future__ import annotations
 
-import argparse
 import warnings
 from pathlib import Path
 from typing import Any
@@ -122,6 +121,7 @@ def _check_ckpt_path(ckpt_path: object) -> None:
 
 def run(argv: list[str]) -> None:
     """LightningCLI over ``DADAModule`` and the DataModules, with a forced ``last`` checkpoint."""
+    from jsonargparse import ArgumentError
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.cli import LightningCLI
 
@@ -174,5 +174,5 @@ def run(argv: list[str]) -> None:
             parser_kwargs={"exit_on_error": False},
             args=argv,
         )
-    except (argparse.ArgumentError, MisconfigurationException) as error:
+    except (ArgumentError, MisconfigurationException) as error:
         raise ConfigError(str(error)) from None

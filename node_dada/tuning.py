@@ -14,13 +14,13 @@ grid, and the ``TUNED_PARAMS`` literal to paste into
 
 Window sizes are searched per unit of scale (``radius = r * scale``), colour
 tolerances in guide units (0-1), as in :data:`node_dada.baselines.DEFAULT_PARAMS`.
+The command line (its options and ``main``) is :mod:`node_dada.commands.tuning`.
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -32,18 +32,10 @@ import torch
 from tqdm import tqdm
 
 from node_dada.baselines import get_baseline
-from node_dada.benchmark import DEFAULT_SCALES, Crop, iter_crops, load_scenes
-from node_dada.commands.args import (
-    OneLineParser,
-    UsageError,
-    non_negative_int,
-    positive_int,
-    report_error,
-)
-from node_dada.errors import NodeDadaError
+from node_dada.benchmark import Crop, iter_crops, load_scenes
 from node_dada.metrics import DepthErrorAccumulator
 
-__all__ = ["GRIDS", "MAX_BILATERAL_SIGMA_SPACE", "TrialRow", "grid_points", "main", "search"]
+__all__ = ["GRIDS", "MAX_BILATERAL_SIGMA_SPACE", "TrialRow", "grid_points", "search"]
 
 #: The searched values, per method: ``<name>_per_scale`` entries are multiplied by
 #: the scale. A few values per parameter around the filters' published settings
@@ -258,33 +250,7 @@ def write_outputs(
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the search; bad arguments end with one line on stderr and code 2."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    prog = "python -m node_dada.tuning"
-    parser = OneLineParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=None,
-                        help="Middlebury folder (default: middlebury0506/ThirdSize under the "
-                             "data root, $NODE_DADA_DATA or ./data)")
-    parser.add_argument("--scales", type=positive_int, nargs="+", default=list(DEFAULT_SCALES))
-    parser.add_argument("--methods", nargs="+", default=list(GRIDS), choices=list(GRIDS))
-    parser.add_argument("--crop-size", type=non_negative_int, default=0,
-                        help="side of the evaluation crops; 0 (default) = whole images")
-    parser.add_argument("--out", type=Path, default=Path("runs/tuning"),
-                        help="folder for the tuning tables (default: runs/tuning)")
-    parser.add_argument("--no-progress", action="store_true")
-    try:
-        args = parser.parse_args(argv)
-        crop_size = args.crop_size or None
-        rows, images = search(root=args.root, scales=args.scales, methods=args.methods,
-                              crop_size=crop_size, progress=not args.no_progress)
-    except (UsageError, NodeDadaError) as error:
-        return report_error(prog, error)
-    command = f"{prog} {shlex.join(argv)}"
-    text = write_outputs(rows, args.out, command=command, images=images, crop_size=crop_size)
-    sys.stdout.write("\n" + text + f"\nWritten to {args.out}/\n")
-    return 0
-
-
 if __name__ == "__main__":
+    from node_dada.commands.tuning import main
+
     raise SystemExit(main())

@@ -17,6 +17,8 @@ import torch
 
 from node_dada import benchmark, tuning
 from node_dada.baselines import BASELINES, TUNED_PARAMS, get_baseline
+from node_dada.commands.benchmark import main as benchmark_main
+from node_dada.commands.tuning import main as tuning_main
 from node_dada.data.motorcycle import load_motorcycle
 from node_dada.diffusion import SolveInfo, block_mean, degrade, normalize_guide
 from node_dada.errors import DataError
@@ -46,7 +48,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str],
         "--limit", "1", "--crop-size", "64", "--dada-iters", "20",
         "--out", str(out), "--no-progress",
     ]
-    return out, argv, benchmark.main(argv)
+    return out, argv, benchmark_main(argv)
 
 
 def test_tiny_run_writes_csv_md_and_figure_with_the_command(
@@ -108,7 +110,7 @@ def test_bad_arguments_exit_2_with_one_line(
 ) -> None:
     out = tmp_path / "out"
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    assert benchmark.main([*argv, "--out", str(out), "--no-progress"]) == 2
+    assert benchmark_main([*argv, "--out", str(out), "--no-progress"]) == 2
     captured = capsys.readouterr()
     lines = captured.err.splitlines()
     assert len(lines) == 1, captured.err
@@ -122,7 +124,7 @@ def test_a_checkpoint_with_a_scale_runs_only_at_that_scale(tmp_path: Path) -> No
     argv = ["--dataset", "motorcycle", "--scales", "4", "8", "--methods", "bicubic",
             "--checkpoint", "x8=middlebury-x8@8", "--limit", "1", "--crop-size", "64",
             "--figure-crops", "0", "--out", str(tmp_path), "--no-progress"]
-    assert benchmark.main(argv) == 0
+    assert benchmark_main(argv) == 0
     _, rows = read_table(tmp_path / "motorcycle.csv")
     assert [(row["method"], row["scale"]) for row in rows] == [
         ("bicubic", "4"), ("bicubic", "8"), ("x8", "8")]
@@ -133,12 +135,12 @@ def test_per_image_errors_match_a_one_crop_run_and_compare_with_dada(tmp_path: P
     argv = ["--dataset", "motorcycle", "--scales", "4", "--methods", "bicubic", "dada",
             "--dada-iters", "20", "--limit", "2", "--crop-size", "64", "--figure-crops", "0",
             "--no-progress", "--per-image"]
-    assert benchmark.main([*argv, "--out", str(tmp_path / "two")]) == 0
+    assert benchmark_main([*argv, "--out", str(tmp_path / "two")]) == 0
     command, rows = read_table(tmp_path / "two" / "motorcycle_per_crop.csv")
     assert "--per-image" in command
     assert [row["method"] for row in rows] == ["bicubic", "dada"] * 2
     # the first crop alone: its per-crop MAE is the pooled MAE of a one-crop run
-    assert benchmark.main([*argv[:-1], "--limit", "1", "--out", str(tmp_path / "one")]) == 0
+    assert benchmark_main([*argv[:-1], "--limit", "1", "--out", str(tmp_path / "one")]) == 0
     _, pooled = read_table(tmp_path / "one" / "motorcycle.csv")
     for row, one in zip(rows[:2], pooled, strict=True):
         assert float(row["mae_cm"]) == pytest.approx(float(one["mae_cm"]), rel=1e-4)
@@ -259,7 +261,7 @@ def test_tuning_command_records_every_setting(
 ) -> None:
     argv = ["--scales", "32", "--methods", "guided_filter", "--crop-size", "256",
             "--out", str(tmp_path), "--no-progress"]
-    assert tuning.main(argv) == 0
+    assert tuning_main(argv) == 0
     header, rows = read_table(tmp_path / "middlebury_val.csv")
     assert header == "# command: python -m node_dada.tuning " + " ".join(argv)
     assert [row["method"] for row in rows].count("guided_filter") == len(
@@ -268,5 +270,5 @@ def test_tuning_command_records_every_setting(
     assert sum(row["chosen"] == "1" for row in rows) == 1
     assert "TUNED_PARAMS" in (tmp_path / "middlebury_val.md").read_text()
     capsys.readouterr()
-    assert tuning.main(["--methods", "median"]) == 2
+    assert tuning_main(["--methods", "median"]) == 2
     assert len(capsys.readouterr().err.splitlines()) == 1

@@ -49,7 +49,8 @@ def test_unknown_command_is_one_line_and_exit_2():
     assert "upsample" in lines[0] and "fit" in lines[0]
 
 
-@pytest.mark.parametrize("module", ["node_dada.benchmark", "node_dada.demo", "node_dada.tuning"])
+@pytest.mark.parametrize("module", ["node_dada.commands.benchmark", "node_dada.commands.demo",
+                                    "node_dada.commands.tuning"])
 def test_default_outputs_go_under_runs_never_into_committed_results(module):
     """A quick run without --out must not overwrite the committed tables."""
     import importlib

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from node_dada import sweep
+from node_dada.commands.sweep import main as sweep_main
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "configs" / "sweeps" / "gradients.yaml"
@@ -29,7 +29,7 @@ def test_the_short_horizon_gradient_cells_reproduce(tmp_path):
     spec["grid"] = [{"t_end": [2.4, 10], "grad_mode": ["unrolled", "checkpointed", "adjoint"]}]
     path = tmp_path / "gradients.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    assert sweep.main([str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert sweep_main([str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     fresh, committed = rows(tmp_path / "out" / "cells.csv"), rows(TABLE)
     assert len(fresh) == 6
     for cell, row in fresh.items():

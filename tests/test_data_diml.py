@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
+from node_dada.commands.diml_convert import main as convert_main
 from node_dada.data import DIMLScenes, convert_diml_raw
 from node_dada.data.diml import DIML_BASE_SIZE, DIML_DEPTH_SCALE_MM
-from node_dada.data.diml_convert import main as convert_main
 from node_dada.errors import DataError
 
 H, W = 24, 40

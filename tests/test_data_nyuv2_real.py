@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from node_dada.benchmark import main as benchmark_main
 from node_dada.cli import main as cli_main
+from node_dada.commands.benchmark import main as benchmark_main
 from node_dada.data import NYUv2Scenes
 from node_dada.data.datamodules import NYUv2DataModule
 from node_dada.data.nyuv2 import NYUV2_DEPTH_SCALE_MM, NYUV2_SPLIT_FILE, read_nyuv2_split

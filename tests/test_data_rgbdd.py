@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from node_dada import benchmark
+from node_dada.commands.benchmark import main as benchmark_main
 from node_dada.data.rgbdd import RGBDD_DEPTH_SCALE_MM, RGBDDScenes
 from node_dada.errors import DataError, InputValueError
 
@@ -211,7 +212,7 @@ def test_the_real_test_set_has_405_pairs_in_mm() -> None:
 
 @needs_rgbdd
 def test_benchmark_command_runs_on_the_real_test_set(tmp_path: Path) -> None:
-    code = benchmark.main([
+    code = benchmark_main([
         "--dataset", "rgbdd", "--root", str(RGBDD), "--limit", "1", "--scales", "8",
         "--methods", "bicubic", "dada", "--dada-iters", "500", "--crop-size", "0",
         "--out", str(tmp_path), "--no-progress",

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from node_dada import demo
+from node_dada.commands.demo import main as demo_main
 from node_dada.data.motorcycle import load_motorcycle
 
 
@@ -29,7 +30,7 @@ def test_motorcycle_depth_is_metric_with_holes():
 def test_demo_x8_reproduces_the_independent_measurement(tmp_path):
     """An independent implementation measured bicubic 5.07 cm, learning-free DADA
     3.26 cm (MAE, x8, whole quarter-size image): see the foundation issue."""
-    assert demo.main(["--out", str(tmp_path), "--scales", "8"]) == 0
+    assert demo_main(["--out", str(tmp_path), "--scales", "8"]) == 0
     rows = read_rows(tmp_path / "motorcycle.csv")
     assert float(rows[8, "bicubic"]["mae_cm"]) == pytest.approx(5.07, abs=0.005)
     assert float(rows[8, "dada (learning-free)"]["mae_cm"]) == pytest.approx(3.26, abs=0.005)
@@ -42,7 +43,7 @@ def test_demo_x8_reproduces_the_independent_measurement(tmp_path):
 
 @pytest.mark.slow
 def test_demo_dada_beats_bicubic_at_every_scale(tmp_path):
-    assert demo.main(["--out", str(tmp_path)]) == 0
+    assert demo_main(["--out", str(tmp_path)]) == 0
     rows = read_rows(tmp_path / "motorcycle.csv")
     for scale in demo.DEFAULT_SCALES:
         dada = float(rows[scale, "dada (learning-free)"]["mae_cm"])

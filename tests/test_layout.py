@@ -1,12 +1,17 @@
-"""The package's import graph: no cycles, and the maths layer depends on nothing above it.
+"""The package's import graph: no cycles, and the maths layer depends on nothing above it;
+every argparse parser lives in ``node_dada/commands/``.
 
 The graph is read from the source (every ``import``, also those inside functions),
-so an import that only runs on one code path still counts.
+so an import that only runs on one code path still counts. Imports inside an
+``if __name__ == "__main__":`` block do not: such an entry shim (``python -m
+node_dada.benchmark`` calling ``node_dada.commands.benchmark.main``) runs only when
+its file is the program, never when the module is imported.
 """
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -14,11 +19,35 @@ PACKAGE = ROOT / "node_dada"
 #: what the maths layer may import from the rest of the package: the error types
 #: and the allocator helpers, which import nothing of the package themselves
 BASE = {"node_dada.errors", "node_dada.libc"}
+COMMANDS = PACKAGE / "commands"
+#: the argparse parser classes a module could build or subclass
+PARSERS = {"ArgumentParser", "OneLineParser"}
 
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def is_entry_shim(node: ast.AST) -> bool:
+    """Whether ``node`` is an ``if __name__ == "__main__":`` block."""
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+        return False
+    test = node.test
+    sides = [test.left, *test.comparators]
+    return (len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)
+            and any(isinstance(side, ast.Name) and side.id == "__name__" for side in sides)
+            and any(isinstance(side, ast.Constant) and side.value == "__main__"
+                    for side in sides))
+
+
+def nodes_on_import(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node of ``tree`` except those inside an entry shim (``ast.walk`` without them)."""
+    pending = [tree]
+    while pending:
+        node = pending.pop()
+        yield node
+        pending.extend(child for child in ast.iter_child_nodes(node) if not is_entry_shim(child))
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -29,7 +58,7 @@ def import_graph() -> dict[str, set[str]]:
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         targets: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in nodes_on_import(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -124,3 +153,64 @@ def test_the_safe_loader_and_the_registry_load_without_lightning():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120, check=True)
     assert result.stdout.strip() == "False"
+
+
+def _name(node: ast.AST) -> str:
+    """``ArgumentParser`` for ``ArgumentParser`` and ``argparse.ArgumentParser``."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return ""
+
+
+def test_the_entry_shims_are_left_out_of_the_graph():
+    tree = ast.parse("import a\nif __name__ == '__main__':\n    import b\n"
+                     "if '__main__' == __name__:\n    import c\nif x:\n    import d\n")
+    imported = {alias.name for node in nodes_on_import(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    assert imported == {"a", "d"}
+    graph = import_graph()
+    assert "node_dada.commands.benchmark" not in graph["node_dada.benchmark"]
+    assert "node_dada.benchmark" in graph["node_dada.commands.benchmark"]
+
+
+def test_no_module_outside_commands_defines_an_argparse_parser():
+    """argparse (import, parser, subclass) only in node_dada/commands/; the library modules
+    reach the commands only from their entry shim. LightningCLI's own parser (training.py
+    adds arguments to it) is jsonargparse's and allowed."""
+    library = [path for path in PACKAGE.rglob("*.py") if COMMANDS not in path.parents]
+    assert len(library) > 20 and PACKAGE / "benchmark.py" in library
+    found = []
+    for path in library:
+        where = path.relative_to(ROOT)
+        for node in nodes_on_import(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found += [f"{where}: import {alias.name}" for alias in node.names
+                          if alias.name.split(".")[0] == "argparse"
+                          or alias.name.startswith("node_dada.commands")]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                module = node.module or ""
+                if module.split(".")[0] == "argparse" or module.startswith("node_dada.commands"):
+                    found.append(f"{where}: from {module} import ...")
+            elif isinstance(node, ast.Call) and _name(node.func) in PARSERS:
+                found.append(f"{where}:{node.lineno}: constructs {_name(node.func)}")
+            elif isinstance(node, ast.ClassDef):
+                found += [f"{where}:{node.lineno}: {node.name} subclasses {_name(base)}"
+                          for base in node.bases if _name(base) in PARSERS]
+    assert found == []
+
+
+def test_every_command_module_has_a_main_that_returns_an_int():
+    from node_dada.cli import _COMMANDS
+
+    modules = sorted(path for path in COMMANDS.glob("*.py")
+                     if path.name not in ("__init__.py", "args.py"))
+    assert {module_name(path) for path in modules} >= {
+        module for module, _ in _COMMANDS.values()}
+    for path in modules:
+        tree = ast.parse(path.read_text())
+        mains = [node for node in tree.body
+                 if isinstance(node, ast.FunctionDef) and node.name == "main"]
+        assert len(mains) == 1, path.name
+        assert mains[0].returns is not None and ast.unparse(mains[0].returns) == "int", path.name

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from nbclient import NotebookClient
 
-from node_dada import sweep
+from node_dada.commands.sweep import main as sweep_main
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -32,7 +32,7 @@ def tiny_cells(tmp_path_factory) -> Path:
                  {"method": "rkc", "step_size": 2.4},
                  {"method": "bosh3", "rtol": 1e-3, "atol": 1e-5, "max_nfe": 3}],
     }))
-    assert sweep.main([str(spec), "--out", str(root / "out"), "--no-progress"]) == 0
+    assert sweep_main([str(spec), "--out", str(root / "out"), "--no-progress"]) == 0
     return root / "out" / "cells.csv"
 
 

@@ -31,8 +31,8 @@ import pytest
 import torch
 
 import node_dada
-from node_dada.benchmark import main as benchmark_main
 from node_dada.cli import main as cli_main
+from node_dada.commands.benchmark import main as benchmark_main
 from node_dada.data import DIMLScenes, FolderScenes, GuidedDepthDataset, MiddleburyScenes
 from node_dada.data.io import read_image, write_pfm
 from node_dada.data.motorcycle import load_motorcycle

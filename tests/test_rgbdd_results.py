@@ -65,13 +65,13 @@ def test_the_project_protocol_table_covers_every_pair_scale_and_method():
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data/rgbdd")
 def test_the_project_protocol_first_image_reproduces(tmp_path):
-    from node_dada import benchmark
+    from node_dada.commands.benchmark import main as benchmark_main
 
     argv = ["--dataset", "rgbdd", "--root", str(SHARED), "--scales", "8", "--crop-size", "0",
             "--methods", "bicubic", "dada_ode", "--checkpoint", "middlebury-x8=middlebury-x8@8",
             "--model-solver", "fast", "--limit", "1", "--per-image", "--threads", "1",
             "--no-progress", "--figure-crops", "0", "--out", str(tmp_path)]
-    assert benchmark.main(argv) == 0
+    assert benchmark_main(argv) == 0
     fresh = {(r["crop"], r["method"]): float(r["mae_cm"])
              for r in rows(tmp_path / "rgbdd_per_image.csv")}
     committed = {(r["crop"], r["method"]): float(r["mae_cm"]) for r in rows(PROJECT_PER_IMAGE)

@@ -15,6 +15,7 @@ import yaml
 
 from node_dada import sweep
 from node_dada.cli import main as cli_main
+from node_dada.commands.sweep import main as sweep_main
 from node_dada.data.motorcycle import load_motorcycle
 
 # A 32 x 32 crop with depth edges (x8: 4 x 4 source pixels); short horizons.
@@ -70,7 +71,7 @@ def counting(monkeypatch):
 
 def test_solver_sweep_writes_table_summary_plots_and_skips_finished_cells(tmp_path, counting, capfd):
     spec, out = solver_spec(tmp_path), tmp_path / "out"
-    assert sweep.main([str(spec), "--out", str(out)]) == 0
+    assert sweep_main([str(spec), "--out", str(out)]) == 0
     table = {r["label"]: r for r in rows(out)}
     assert len(table) == 6
     discrete = table["method=discrete step_size=0.24"]
@@ -94,7 +95,7 @@ def test_solver_sweep_writes_table_summary_plots_and_skips_finished_cells(tmp_pa
     assert "6 cell(s) run" in capfd.readouterr().err
 
     calls = counting("solver")
-    assert sweep.main([str(spec), "--out", str(out), "--no-progress"]) == 0
+    assert sweep_main([str(spec), "--out", str(out), "--no-progress"]) == 0
     assert calls == []
     assert len(rows(out)) == 6
     assert "0 cell(s) run, 6 already done" in capfd.readouterr().err
@@ -103,31 +104,31 @@ def test_solver_sweep_writes_table_summary_plots_and_skips_finished_cells(tmp_pa
 def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path, counting, capfd):
     spec, out = solver_spec(tmp_path), tmp_path / "out"
     counting("solver", stop_after=2)
-    assert sweep.main([str(spec), "--out", str(out), "--no-progress"]) == 130
+    assert sweep_main([str(spec), "--out", str(out), "--no-progress"]) == 130
     assert "interrupted after 2 new cell(s)" in capfd.readouterr().err
     first = [r["label"] for r in rows(out)]
     assert first == ["method=discrete step_size=0.24", "method=euler step_size=0.24"]
     assert "incomplete" in (out / "README.md").read_text()
 
     calls = counting("solver")
-    assert sweep.main([str(spec), "--out", str(out), "--no-progress"]) == 0
+    assert sweep_main([str(spec), "--out", str(out), "--no-progress"]) == 0
     assert len(calls) == 4 and not set(calls) & {r["cell"] for r in rows(out)[:2]}
     assert [r["label"] for r in rows(out)][:2] == first and len(rows(out)) == 6
 
 
 def test_max_cells_stops_early_and_rerun_failed_retries_failures(tmp_path, counting):
     spec, out = solver_spec(tmp_path), tmp_path / "out"
-    assert sweep.main([str(spec), "--out", str(out), "--no-progress", "--max-cells", "3"]) == 0
+    assert sweep_main([str(spec), "--out", str(out), "--no-progress", "--max-cells", "3"]) == 0
     assert len(rows(out)) == 3
-    assert sweep.main([str(spec), "--out", str(out), "--no-progress"]) == 0
+    assert sweep_main([str(spec), "--out", str(out), "--no-progress"]) == 0
     calls = counting("solver")
-    assert sweep.main([str(spec), "--out", str(out), "--no-progress", "--rerun-failed"]) == 0
+    assert sweep_main([str(spec), "--out", str(out), "--no-progress", "--rerun-failed"]) == 0
     assert [c.split(" max_nfe")[0] for c in calls] == ["method=bosh3 rtol=0.001 atol=1e-05"]
     # --replot rewrites the summary and plots from cells.csv alone
     calls.clear()
     for name in ("README.md", "error_vs_nfe.png"):
         (out / name).unlink()
-    assert sweep.main([str(spec), "--out", str(out), "--no-progress", "--replot"]) == 0
+    assert sweep_main([str(spec), "--out", str(out), "--no-progress", "--replot"]) == 0
     assert calls == [] and (out / "error_vs_nfe.png").is_file()
     summary = (out / "README.md").read_text()
     assert "--replot" not in summary and "Cells: 6 recorded" in summary
@@ -145,7 +146,7 @@ def test_gradient_sweep_measures_fidelity_and_records_failures(tmp_path):
                "grad_mode": ["unrolled", "direct", "checkpointed", "adjoint", "adjoint_naive"]}],
     )
     out = tmp_path / "out"
-    assert sweep.main([str(spec), "--out", str(out), "--no-progress"]) == 0
+    assert sweep_main([str(spec), "--out", str(out), "--no-progress"]) == 0
     table = {(r["t_end"], r["grad_mode"]): r for r in rows(out)}
     assert len(table) == 10
     for mode in ("unrolled", "direct", "checkpointed"):
@@ -223,7 +224,7 @@ def test_fit_sweep_trains_tests_logs_and_skips(tmp_path, pairs, counting):
     assert "--model.extractor light" in (out / "README.md").read_text()
 
     calls = counting("fit")
-    assert sweep.main([str(spec), "--out", str(out), "--no-progress"]) == 0
+    assert sweep_main([str(spec), "--out", str(out), "--no-progress"]) == 0
     assert calls == []
 
 
@@ -292,7 +293,7 @@ def test_a_bad_spec_exits_2_with_one_line(tmp_path, capfd, change, message):
     spec = {"name": "bad", "kind": "solver", "data": DATA, "fixed": {"t_end": 1},
             "grid": [{"method": "euler"}]} | change
     path = write_spec(tmp_path / "bad.yaml", **spec)
-    assert sweep.main([str(path), "--out", str(tmp_path / "out")]) == 2
+    assert sweep_main([str(path), "--out", str(tmp_path / "out")]) == 2
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("node-dada sweep: error:"), err
     assert message in err[0]
@@ -302,18 +303,18 @@ def test_a_bad_spec_exits_2_with_one_line(tmp_path, capfd, change, message):
 def test_bad_yaml_missing_file_and_changed_data_are_one_line_errors(tmp_path, capfd):
     broken = tmp_path / "broken.yaml"
     broken.write_text("kind: [solver\n")
-    assert sweep.main([str(broken)]) == 2
-    assert sweep.main([str(tmp_path / "absent.yaml")]) == 2
+    assert sweep_main([str(broken)]) == 2
+    assert sweep_main([str(tmp_path / "absent.yaml")]) == 2
     assert cli_main(["sweep", str(tmp_path / "absent.yaml")]) == 2
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("node-dada sweep: error:") for line in err)
     spec, out = solver_spec(tmp_path), tmp_path / "out"
-    assert sweep.main([str(spec), "--out", str(out), "--no-progress", "--max-cells", "1"]) == 0
+    assert sweep_main([str(spec), "--out", str(out), "--no-progress", "--max-cells", "1"]) == 0
     changed = yaml.safe_load(spec.read_text())
     changed["data"]["crops"] = [201]
     spec.write_text(yaml.safe_dump(changed))
     capfd.readouterr()
-    assert sweep.main([str(spec), "--out", str(out), "--no-progress"]) == 2
+    assert sweep_main([str(spec), "--out", str(out), "--no-progress"]) == 2
     assert "recorded with other data" in capfd.readouterr().err
 
 
@@ -334,9 +335,9 @@ def test_grid_expansion_crosses_lists_unites_subgrids_and_adds_fixed():
 
 def test_list_shows_the_state_of_each_cell(tmp_path, capsys):
     spec, out = solver_spec(tmp_path), tmp_path / "out"
-    assert sweep.main([str(spec), "--out", str(out), "--no-progress", "--max-cells", "1"]) == 0
+    assert sweep_main([str(spec), "--out", str(out), "--no-progress", "--max-cells", "1"]) == 0
     capsys.readouterr()
-    assert sweep.main([str(spec), "--out", str(out), "--list"]) == 0
+    assert sweep_main([str(spec), "--out", str(out), "--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["ok", "method=discrete", "step_size=0.24"]
     assert all(line.startswith("todo") for line in lines[1:]) and len(lines) == 6
@@ -345,6 +346,6 @@ def test_list_shows_the_state_of_each_cell(tmp_path, capsys):
 def test_without_out_a_sweep_writes_under_runs_not_into_results(tmp_path, monkeypatch):
     spec = solver_spec(tmp_path)
     monkeypatch.chdir(tmp_path)
-    assert sweep.main([str(spec), "--no-progress", "--max-cells", "1"]) == 0
+    assert sweep_main([str(spec), "--no-progress", "--max-cells", "1"]) == 0
     assert len(rows(tmp_path / "runs" / "sweeps" / "tiny_solvers")) == 1
     assert not (tmp_path / "results").exists()

@@ -12,6 +12,7 @@ import pytest
 
 from node_dada import benchmark
 from node_dada.cli import main as cli_main
+from node_dada.commands.benchmark import main as benchmark_main
 from node_dada.models import NAMED_CHECKPOINTS, load_model
 from node_dada.models.card import LABEL_PREFIX, read_table
 from node_dada.models.inference import SHIPPED_MODELS
@@ -73,7 +74,7 @@ def test_shipped_models_reproduce_the_committed_metrics(table, tmp_path):
     first = argv.index("--methods") + 1
     end = next(i for i in range(first, len(argv) + 1) if i == len(argv) or argv[i][:2] == "--")
     argv[first:end] = ["bicubic"]
-    assert benchmark.main([*argv, "--no-progress"]) == 0
+    assert benchmark_main([*argv, "--no-progress"]) == 0
     _, fresh = read_table(tmp_path / f"{table}.csv")
     fresh_mae = {(row["method"], row["scale"]): float(row["mae_cm"]) for row in fresh}
     learned = [row for row in committed if row["method"].removeprefix(LABEL_PREFIX) in SHIPPED]

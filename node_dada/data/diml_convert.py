@@ -1,53 +1,17 @@
 """Command: convert the raw DIML download to the npy files the DIML loader reads.
 
     python -m node_dada.data.diml_convert <raw_root> [--out DIR] [--val-fraction 0.1]
+
+The conversion is :func:`node_dada.data.diml.convert_diml_raw`; the command line (its
+options and ``main``) is :mod:`node_dada.commands.diml_convert`.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-import sys
-from collections.abc import Sequence
-
-from node_dada.data.diml import DIML_VAL_FRACTION, convert_diml_raw
-from node_dada.errors import NodeDadaError
-
-__all__ = ["main"]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the converter; returns the exit status (2 on a :class:`NodeDadaError`)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m node_dada.data.diml_convert",
-        description="Convert the raw DIML layout (<raw>/{train,test}/HR/<scene>/color, "
-        "depth_filled) to <out>/npy/{images,depth}_{train,val,test}_HR.npy.",
-    )
-    parser.add_argument("raw_root", help="folder that holds train/ and test/")
-    parser.add_argument("--out", default=None, help="where npy/ is written (default: raw_root)")
-    parser.add_argument("--resolution", default="HR")
-    parser.add_argument(
-        "--val-fraction", type=float, default=DIML_VAL_FRACTION,
-        help="last fraction of each train scene used as val (default 0.1)",
-    )
-    parser.add_argument(
-        "--splits", nargs="+", default=["train", "val", "test"], choices=["train", "val", "test"]
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        counts = convert_diml_raw(
-            args.raw_root, args.out, resolution=args.resolution,
-            val_fraction=args.val_fraction, splits=tuple(args.splits),
-        )
-    except NodeDadaError as error:
-        sys.stderr.write(f"error: {error}\n")
-        return 2
-    logging.getLogger(__name__).info(
-        "done: %s", ", ".join(f"{split} {count}" for split, count in counts.items())
-    )
-    return 0
+__all__: list[str] = []
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from node_dada.commands.diml_convert import main
+
+    raise SystemExit(main())

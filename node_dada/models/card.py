@@ -6,15 +6,14 @@ Everything in it is read from the shipped files (``node_dada/weights``:
 hyper-parameters and the metadata written by ``node_dada.models.release``) and
 from the evaluation tables in ``results/trained/`` (written by the benchmark
 command each of them names), so rerunning this command after retraining, releasing
-and re-evaluating rewrites the card.
+and re-evaluating rewrites the card. The command line (its options and ``main``) is
+:mod:`node_dada.commands.card`.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import re
-import sys
 from pathlib import Path
 
 from node_dada.models.inference import (
@@ -24,7 +23,7 @@ from node_dada.models.inference import (
 )
 from node_dada.models.weights import load_checkpoint_safely
 
-__all__ = ["main", "read_table", "render_card"]
+__all__ = ["read_table", "render_card"]
 
 _REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -207,15 +206,7 @@ def render_card(out: Path, results: Path) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("results/models.md"))
-    parser.add_argument("--results", type=Path, default=Path("results/trained"))
-    args = parser.parse_args(argv)
-    args.out.write_text(render_card(args.out, args.results))
-    sys.stdout.write(f"written {args.out}\n")
-    return 0
-
-
 if __name__ == "__main__":
+    from node_dada.commands.card import main
+
     raise SystemExit(main())

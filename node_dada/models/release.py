@@ -11,13 +11,12 @@ time read from the run's TensorBoard events). ``--alias`` also makes the model
 available under a second name (``node_dada/weights/aliases.json``), e.g. the best model
 of a scale as ``middlebury-x<scale>``. Metrics of a shipped model are measured on
 this file (``node_dada.benchmark --checkpoint NAME=<name>``), not on the original.
+The command line (its options and ``main``) is :mod:`node_dada.commands.release`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 from node_dada.errors import DataError
@@ -35,7 +34,7 @@ from node_dada.models.registry import (
     resolve_checkpoint,
 )
 
-__all__ = ["best_validation_score", "main", "release", "run_folder", "training_wall_time"]
+__all__ = ["best_validation_score", "release", "run_folder", "training_wall_time"]
 
 
 def training_wall_time(run_dir: Path) -> float | None:
@@ -119,24 +118,7 @@ def annotate(name: str, **fields: object) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="a Lightning checkpoint written by node-dada fit")
-    parser.add_argument("--name", required=True, help="the shipped model's name")
-    parser.add_argument("--config", default=None, help="the config that trained it")
-    parser.add_argument("--alias", default=None, help="a second name for the same model")
-    parser.add_argument("--hardware", default=None, help="what trained it, in words")
-    args = parser.parse_args(argv)
-    try:
-        target = release(args.checkpoint, args.name, config=args.config, alias=args.alias,
-                         hardware=args.hardware)
-    except DataError as error:
-        sys.stderr.write(f"error: {error}\n")
-        return 2
-    sys.stdout.write(f"{target} ({target.stat().st_size / 1e6:.1f} MB)\n")
-    return 0
-
-
 if __name__ == "__main__":
+    from node_dada.commands.release import main
+
     raise SystemExit(main())
