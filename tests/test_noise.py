@@ -280,3 +280,81 @@ def test_dataset_source_noise_is_fixed_in_evaluation_and_leaves_the_target():
     residual = (first.source - reference.source)[first.mask_lr] * first.depth_scale
     assert 14 < float(residual.std()) < 26
     assert not torch.equal(first.depth0, reference.depth0)
+
+
+def test_noise_mixture_draws_each_alternative_and_keeps_clean_samples():
+    from node_dada.data.noise import NoiseMixture, parse_sensor_noise
+
+    spec = "clean|gaussian:20|tof:0.01+dropout:0.1"
+    mixture = parse_sensor_noise(spec)
+    assert isinstance(mixture, NoiseMixture) and str(mixture) == spec
+    generator = torch.Generator().manual_seed(0)
+    drawn = [mixture.draw(generator) for _ in range(300)]
+    assert all(70 < count < 130 for count in (drawn.count(n) for n in mixture.alternatives))
+    with pytest.raises(InputValueError, match="unknown kind"):
+        parse_sensor_noise("clean|speckle:3")
+
+
+def test_dataset_mixture_leaves_some_samples_clean_and_degrades_others():
+    from node_dada.data.dataset import GuidedDepthDataset
+    from node_dada.data.motorcycle import MotorcycleScenes
+
+    clean = GuidedDepthDataset(MotorcycleScenes(), mode="eval", scale=8, crop_size=64)
+    mixed = GuidedDepthDataset(MotorcycleScenes(), mode="eval", scale=8, crop_size=64,
+                               source_noise="clean|gaussian:20")
+    same = [torch.equal(mixed[i].source, clean[i].source) for i in range(12)]
+    assert any(same) and not all(same)
+    assert [torch.equal(mixed[i].source, clean[i].source) for i in range(12)] == same
+
+
+def _noisy_batch(seed: int = 0, size: int = 32, scale: int = 4):
+    import torch.nn.functional as F
+
+    from node_dada.data.pipeline import Batch
+
+    gen = torch.Generator().manual_seed(seed)
+    target = torch.ones(2, 1, size, size)
+    target[..., size // 2:] = 1.5
+    source = F.avg_pool2d(target, scale) + 0.02 * torch.randn(2, 1, size // scale,
+                                                              size // scale, generator=gen)
+    depth0 = F.interpolate(source, scale_factor=scale, mode="bicubic", align_corners=False)
+    return Batch(guide=torch.rand(2, 3, size, size, generator=gen), source=source,
+                 mask_lr=torch.ones_like(source, dtype=torch.bool), depth0=depth0,
+                 target=target, mask_hr=torch.ones_like(target, dtype=torch.bool),
+                 depth_scale=1122.7, scale=scale, name=("a", "b"))
+
+
+@pytest.mark.parametrize("noise", ["auto", 20.0])
+def test_a_noise_aware_model_trains_through_the_relaxed_consistency(noise):
+    from node_dada.models import DADAModule
+
+    torch.manual_seed(0)
+    batch = _noisy_batch()
+    exact = DADAModule(extractor="light", kappa_map=True, lead_in=8, train_iter=4)
+    aware = DADAModule(extractor="light", kappa_map=True, lead_in=8, train_iter=4,
+                       assume_noise=noise)
+    aware.load_state_dict(exact.state_dict())
+    assert exact.batch_fidelity(batch) is None
+    weights = aware.batch_fidelity(batch)
+    assert weights.shape == batch.source.shape and (weights > 0).all()
+    assert not weights.requires_grad
+    exact.eval()
+    aware.eval()
+    relaxed, _ = aware(batch)
+    strict, _ = exact(batch)
+    # the exact model copies the noise into every block mean; the relaxed one does not
+    assert torch.allclose(block_mean(strict, 4), batch.source, atol=1e-4)
+    assert not torch.allclose(block_mean(relaxed, 4), batch.source, atol=1e-3)
+    aware.train()
+    prediction, _ = aware(batch, train=True)
+    aware.loss(prediction, batch).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in aware.parameters())
+
+
+def test_a_noise_aware_model_needs_the_discrete_solver():
+    from node_dada.models import DADAModule
+
+    with pytest.raises(InputValueError, match="solver 'discrete'"):
+        DADAModule(extractor="light", solver="ode", grad_mode="adjoint", assume_noise="auto")
+    with pytest.raises(InputValueError, match="assume_noise"):
+        DADAModule(extractor="light", assume_noise="sometimes")

@@ -13,6 +13,10 @@ A model is written ``KIND:LEVEL`` and models combine with ``+``, applied in orde
 - ``dropout:P``: a fraction ``P`` of the source pixels lost (no data).
 
 Example: ``"tof:0.01+dropout:0.05"``.
+
+Alternatives separated by ``|`` make a mixture for training: each sample draws one
+of them, with equal chances; ``clean`` is the alternative without noise. Example:
+``"clean|gaussian:10|tof:0.02|stereo:0.01+dropout:0.05"``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import torch
 
 from node_dada.errors import InputValueError
 
-__all__ = ["NOISE_KINDS", "SensorNoise", "degrade_sample", "parse_sensor_noise"]
+__all__ = ["NOISE_KINDS", "NoiseMixture", "SensorNoise", "degrade_sample",
+           "parse_sensor_noise"]
 
 NOISE_KINDS = ("gaussian", "tof", "stereo", "dropout")
 
@@ -84,13 +89,40 @@ class SensorNoise:
         return torch.where(mask, source, torch.zeros_like(source)), mask
 
 
-def parse_sensor_noise(spec: str | SensorNoise | None) -> SensorNoise | None:
-    """``"gaussian:20"``, ``"tof:0.01+dropout:0.05"``, ... (module docstring) or None."""
-    if spec is None or isinstance(spec, SensorNoise):
+@dataclass(frozen=True)
+class NoiseMixture:
+    """Alternatives of which each sample draws one (``None``: no noise); ``str`` gives
+    the spec back."""
+
+    alternatives: tuple[SensorNoise | None, ...]
+
+    def __str__(self) -> str:
+        return "|".join("clean" if noise is None else str(noise)
+                        for noise in self.alternatives)
+
+    def draw(self, generator: torch.Generator | None = None) -> SensorNoise | None:
+        """One alternative, uniformly (deterministic for a seeded ``generator``)."""
+        index = int(torch.randint(len(self.alternatives), (1,), generator=generator))
+        return self.alternatives[index]
+
+
+def parse_sensor_noise(
+        spec: str | SensorNoise | NoiseMixture | None) -> SensorNoise | NoiseMixture | None:
+    """``"gaussian:20"``, ``"tof:0.01+dropout:0.05"``, ``"clean|tof:0.02"``, ... (module
+    docstring) or None."""
+    if spec is None or isinstance(spec, (SensorNoise, NoiseMixture)):
         return spec
     if not isinstance(spec, str) or not spec.strip():
         raise InputValueError(f"sensor noise: expected a spec such as 'gaussian:20' or "
                               f"'tof:0.01+dropout:0.05', got {spec!r}")
+    if "|" in spec:
+        alternatives = tuple(None if item.strip() == "clean" else _parse_chain(item)
+                             for item in spec.split("|"))
+        return NoiseMixture(alternatives)
+    return _parse_chain(spec)
+
+
+def _parse_chain(spec: str) -> SensorNoise:
     parts = []
     for item in spec.split("+"):
         kind, _, level_text = item.strip().partition(":")
@@ -110,11 +142,17 @@ def parse_sensor_noise(spec: str | SensorNoise | None) -> SensorNoise | None:
     return SensorNoise(tuple(parts))
 
 
-def degrade_sample(sample, noise: SensorNoise, generator: torch.Generator | None = None):
+def degrade_sample(sample, noise: SensorNoise | NoiseMixture,
+                   generator: torch.Generator | None = None):
     """``sample`` (a :class:`~node_dada.data.pipeline.Sample`) with its source degraded
-    by ``noise`` in physical units, and the initial estimate made again from it; the
-    ground truth is untouched."""
+    by ``noise`` in physical units (a mixture: by the alternative it draws), and the
+    initial estimate made again from it; the ground truth is untouched."""
     from node_dada.diffusion.sampling import initial_estimate
+
+    if isinstance(noise, NoiseMixture):
+        noise = noise.draw(generator)
+        if noise is None:
+            return sample
 
     physical = sample.source[None] * sample.depth_scale
     noisy, mask = noise.apply(physical, sample.mask_lr[None], generator)

@@ -34,6 +34,7 @@ from node_dada.diffusion import (
     solve_ode,
 )
 from node_dada.diffusion.learning_free import learning_free_solver
+from node_dada.diffusion.noise import check_source_noise, estimate_source_noise, fidelity_weights
 from node_dada.errors import DataError, InputValueError, SolverError
 from node_dada.libc import release_free_memory
 from node_dada.metrics import ErrorSums
@@ -59,6 +60,13 @@ INFERENCE_TILE = 1024
 #: Bound of the ``kappa_map`` log-gains.
 _MAX_LOG_GAIN = 6.0
 _STAGES = ("val", "test")
+
+
+def _check_assumed_noise(value: object) -> float | str | None:
+    try:
+        return check_source_noise(value)
+    except InputValueError as error:
+        raise InputValueError(str(error).replace("source_noise:", "assume_noise:", 1)) from None
 
 
 def _check_solver(solver: str) -> None:
@@ -131,6 +139,15 @@ class DADAModule(L.LightningModule):
             scale and training settings may differ. Only the starting point: a
             checkpoint of this run carries its own weights, and a resumed run restores
             them over these.
+        assume_noise: the noise the model assumes in its sources, which sets the
+            consistency it trains and evaluates with, as
+            ``node_dada.upsample(source_noise=...)``: ``None`` (default) the exact
+            adjustment; a noise standard deviation in the source's unit (mm for the
+            project's datasets); ``"auto"`` estimated from each source and guide. With
+            noisy training data (``data.source_noise``, the noise added) this trains a
+            noise-aware model; needs ``solver: discrete``. At inference through
+            ``upsample`` the caller's ``source_noise`` decides (pass ``"auto"`` to such
+            a model).
     """
 
     def __init__(
@@ -163,6 +180,7 @@ class DADAModule(L.LightningModule):
         kappa_map: bool = False,
         lead_in_solver: str = "training",
         init_from: str | None = None,
+        assume_noise: float | str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -205,6 +223,10 @@ class DADAModule(L.LightningModule):
             raise InputValueError(
                 "lead_in_solver: 'rkc' integrates the ODE's lead-in; the discrete solver's "
                 "lead-in is its own iteration (fused already), leave it at 'training'")
+        if _check_assumed_noise(assume_noise) is not None and solver != "discrete":
+            raise InputValueError(
+                f"assume_noise: training with the relaxed consistency needs solver "
+                f"'discrete' (the unrolled iteration), got solver={solver!r}")
         if max_nonfinite_steps < 0:
             raise InputValueError(
                 f"max_nonfinite_steps: expected an integer >= 0, got {max_nonfinite_steps}"
@@ -343,7 +365,20 @@ class DADAModule(L.LightningModule):
         cv, ch = self.coefficients(batch.guide, depth0,
                                    tile=None if train else self.inference_tile)
         return self.diffuse(depth0, cv, ch, source, batch.mask_lr, shift, train=train,
-                            solver=solver)
+                            solver=solver, fidelity=self.batch_fidelity(batch))
+
+    def batch_fidelity(self, batch: Batch) -> torch.Tensor | None:
+        """Per-block weights of the relaxed consistency for ``batch`` (``assume_noise``),
+        or None for the exact one; no gradient flows through them."""
+        noise = self.hparams.get("assume_noise")
+        if noise is None or noise == 0:
+            return None
+        with torch.no_grad():
+            if noise == "auto":
+                sigma = estimate_source_noise(batch.source, batch.mask_lr, batch.guide)
+            else:
+                sigma = float(noise) / self.hparams.depth_scale
+            return fidelity_weights(sigma, batch.source, batch.mask_lr)
 
     def diffuse(self, depth0, cv, ch, source, mask, shift: float = 0.0, *,
                 train: bool = False, solver: str = "exact",
