@@ -45,7 +45,6 @@ import shutil
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +54,7 @@ import numpy as np
 import torch
 import yaml
 
-from node_dada.errors import InputValueError, NodeDadaError, SolverError, error_line
+from node_dada.errors import DataError, InputValueError, NodeDadaError, SolverError, error_line
 from node_dada.libc import LIBC, Libc, reset_resident_peak, resident_kib
 
 __all__ = [
@@ -458,43 +457,48 @@ class Problem:
 
 
 def load_problem(data: dict[str, Any]) -> Problem:
-    """Crops from ``data`` (see the module docstring) through the evaluation pipeline."""
-    from node_dada.data import GuidedDepthDataset, MiddleburyScenes, MotorcycleScenes
+    """Crops from ``data`` (see the module docstring) through the evaluation crop loader
+    (:mod:`node_dada.evaluation.crops`)."""
+    from node_dada.data.root import describe_search, resolve_data_path
     from node_dada.diffusion import learning_free_coefficients, shift_positive
+    from node_dada.evaluation.crops import count_crops, eval_samples, load_scenes
 
     dataset = data.get("dataset", "middlebury")
     scale = int(data.get("scale", 8))
     crop = int(data.get("crop_size", 96))
     split = data.get("split", "test")
     if dataset == "motorcycle":
-        scenes = MotorcycleScenes()
+        scenes = load_scenes("motorcycle")
     elif dataset == "middlebury":
         if "root" not in data:
             raise InputValueError(
                 "data.root: dataset middlebury needs the folder of its scenes, got none"
             )
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            scenes = MiddleburyScenes(Path(data["root"]), split=split, missing_dmin="skip",
-                                      views=data.get("views", "left"))
-        for warning in caught:
-            _log.info("%s", warning.message)
+        root = Path(data["root"])
+        if not resolve_data_path(root).is_dir():
+            raise DataError(
+                f"data.root: no folder at {describe_search(root)}; name the Middlebury "
+                "2005/2006 ThirdSize folder (`node-dada data download middlebury2005 --root "
+                "data`)"
+            )
+        scenes = load_scenes("middlebury", root=root, split=split,
+                             views=data.get("views", "left"))
     else:
         raise InputValueError(f"data.dataset: expected middlebury or motorcycle, got {dataset!r}")
     if scenes.unit != "mm":
         raise InputValueError(
             f"data: errors are reported in cm and need depth in mm, got {scenes.unit}"
         )
-    items = GuidedDepthDataset(scenes, mode="eval", scale=scale, crop_size=crop)
+    count = count_crops(scenes, scale=scale, crop_size=crop)
     wanted = data.get("crops", 1)
-    indices = list(range(min(int(wanted), len(items)))) if isinstance(wanted, int) else list(wanted)
-    bad = [i for i in indices if not (isinstance(i, int) and 0 <= i < len(items))]
+    indices = list(range(min(int(wanted), count))) if isinstance(wanted, int) else list(wanted)
+    bad = [i for i in indices if not (isinstance(i, int) and 0 <= i < count)]
     if bad or not indices:
         raise InputValueError(
-            f"data.crops: expected indices in 0..{len(items) - 1} of the {crop} px evaluation "
+            f"data.crops: expected indices in 0..{count - 1} of the {crop} px evaluation "
             f"grid (or a count), got {wanted!r}"
         )
-    samples = [items[i] for i in indices]
+    samples = list(eval_samples(scenes, scale=scale, crop_size=crop, indices=indices))
     stack = {key: torch.stack([getattr(s, key) for s in samples])
              for key in ("guide", "depth0", "source", "mask_lr", "target", "mask_hr")}
     depth_scale = samples[0].depth_scale

@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from node_dada.baselines import get_baseline
-from node_dada.benchmark import Crop, iter_crops, load_scenes
+from node_dada.evaluation.crops import Crop, iter_crops, load_scenes
 from node_dada.metrics import DepthErrorAccumulator
 
 __all__ = ["GRIDS", "MAX_BILATERAL_SIGMA_SPACE", "TrialRow", "grid_points", "search"]

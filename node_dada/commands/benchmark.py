@@ -1,5 +1,5 @@
 """``node-dada benchmark`` and ``python -m node_dada.benchmark``: the options of the
-benchmark (:mod:`node_dada.benchmark`, every method on the same deterministic test
+benchmark (:mod:`node_dada.evaluation`, every method on the same deterministic test
 crops) and the command that writes its tables and figures."""
 
 from __future__ import annotations
@@ -15,7 +15,19 @@ import torch
 
 from node_dada.baselines import BASELINES
 from node_dada.baselines.dada import ODE_STEP_GROWTH, ODE_STEP_SIZE
-from node_dada.benchmark import (
+from node_dada.commands.args import (
+    OneLineParser,
+    UsageError,
+    growth_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    report_error,
+)
+from node_dada.data.nyuv2 import NYUV2_FILE_NAME
+from node_dada.diffusion import INFERENCE_PRE_ITER
+from node_dada.errors import InputValueError, NodeDadaError
+from node_dada.evaluation import (
     DATASET_TITLES,
     DATASETS,
     DEFAULT_CROP_SIZE,
@@ -31,18 +43,6 @@ from node_dada.benchmark import (
     write_csv,
     write_markdown,
 )
-from node_dada.commands.args import (
-    OneLineParser,
-    UsageError,
-    growth_float,
-    non_negative_int,
-    positive_float,
-    positive_int,
-    report_error,
-)
-from node_dada.data.nyuv2 import NYUV2_FILE_NAME
-from node_dada.diffusion import INFERENCE_PRE_ITER
-from node_dada.errors import InputValueError, NodeDadaError
 
 __all__ = ["build_parser", "main"]
 

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from node_dada import tuning
-from node_dada.benchmark import DEFAULT_SCALES
 from node_dada.commands.args import (
     OneLineParser,
     UsageError,
@@ -18,6 +17,7 @@ from node_dada.commands.args import (
     report_error,
 )
 from node_dada.errors import NodeDadaError
+from node_dada.evaluation.crops import DEFAULT_SCALES
 from node_dada.tuning import GRIDS, search, write_outputs
 
 __all__ = ["main"]

@@ -1,0 +1,238 @@
+"""The benchmark's outputs: ``<dataset>.csv`` (first line ``# command: ...``), the
+per-crop errors, ``<dataset>.md`` and one figure per scale."""
+
+from __future__ import annotations
+
+import csv
+import os
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from node_dada.evaluation.methods import ESTIMATE
+from node_dada.evaluation.runner import BenchmarkRow, CropError, FigureCrop
+
+__all__ = [
+    "DATASET_TITLES",
+    "crop_pivot",
+    "mae_pivot",
+    "save_figure",
+    "write_crop_errors",
+    "write_csv",
+    "write_markdown",
+]
+
+DATASET_TITLES = {
+    "middlebury": "Middlebury 2005/2006, third size, scenes with metric depth (dmin.txt)",
+    "motorcycle": "Middlebury 2014 Motorcycle, quarter size (embedded in scikit-image)",
+    "nyuv2": "NYU Depth v2, labeled set (640 x 480 Kinect frames, filled depth)",
+    "rgbdd": "RGB-D-D (512 x 384 Helios time-of-flight depth, evaluation only)",
+}
+
+
+def write_csv(rows: Sequence[BenchmarkRow], path: Path, command: str) -> None:
+    """The table as CSV, its first line ``# command: <command>``."""
+    with path.open("w", newline="") as handle:
+        handle.write(f"# command: {command}\n")
+        writer = csv.writer(handle)
+        writer.writerow(BenchmarkRow.columns())
+        writer.writerows(row.as_csv() for row in rows)
+
+
+def write_crop_errors(errors: Sequence[CropError], path: Path, command: str) -> None:
+    """Per-crop errors as CSV, its first line ``# command: <command>``."""
+    with path.open("w", newline="") as handle:
+        handle.write(f"# command: {command}\n")
+        writer = csv.writer(handle)
+        writer.writerow(["scale", "crop", "method", "mae_cm", "valid_pixels"])
+        for error in errors:
+            writer.writerow([error.scale, error.crop, error.method, f"{error.mae_cm:.6g}",
+                             error.valid_pixels])
+
+
+def crop_pivot(errors: Sequence[CropError], reference: str = "dada") -> list[str]:
+    """Markdown: MAE per crop and method, and each method's change against
+    ``reference`` (learning-free DADA) on that crop."""
+    methods = list(dict.fromkeys(e.method for e in errors))
+    others = [m for m in methods if m != reference] if reference in methods else []
+    keys = list(dict.fromkeys((e.scale, e.crop) for e in errors))
+    mae = {(e.scale, e.crop, e.method): e.mae_cm for e in errors}
+    header = "| scale | image | " + " | ".join(methods)
+    header += "".join(f" | {m} vs {reference}" for m in others) + " |"
+    lines = [header, "|---:|---|" + "---:|" * (len(methods) + len(others))]
+    for scale, crop in keys:
+        cells = [f"{mae[scale, crop, m]:.4f}" if (scale, crop, m) in mae else "-"
+                 for m in methods]
+        for m in others:
+            base, value = mae.get((scale, crop, reference)), mae.get((scale, crop, m))
+            cells.append("-" if base is None or value is None
+                         else f"{100.0 * (value - base) / base:+.1f} %")
+        lines.append(f"| x{scale} | {crop} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def mae_pivot(rows: Sequence[BenchmarkRow]) -> list[str]:
+    """Markdown table: one line per method, MAE (cm) per scale, best per scale in bold."""
+    scales = sorted({row.scale for row in rows})
+    methods = list(dict.fromkeys(row.method for row in rows))
+    value = {(row.method, row.scale): row.mae_cm for row in rows}
+    best = {s: min(v for (m, sc), v in value.items() if sc == s) for s in scales}
+    lines = [
+        "| method | " + " | ".join(f"x{s}" for s in scales) + " |",
+        "|---|" + "---:|" * len(scales),
+    ]
+    for method in methods:
+        cells = []
+        for scale in scales:
+            mae = value.get((method, scale))
+            if mae is None:
+                cells.append("")
+            elif mae == best[scale]:
+                cells.append(f"**{mae:.2f}**")
+            else:
+                cells.append(f"{mae:.2f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_markdown(
+    rows: Sequence[BenchmarkRow],
+    path: Path,
+    *,
+    command: str,
+    dataset: str,
+    scene_names: Sequence[str],
+    figures: Sequence[str],
+    load: tuple[float, float] | None = None,
+    per_crop: Sequence[CropError] = (),
+) -> str:
+    """The table as Markdown with the command, the protocol and the figures
+    (and the per-crop errors, when given).
+
+    ``load``: the machine's 1-minute load average at the start and end of the
+    run, reported next to the timings (which other work on the machine inflates).
+    """
+    first = rows[0]
+    size = first.crop_size
+    crops = "whole images" if size == "full" else f"{size} x {size}"
+    aggregation = (
+        "exact per-pixel aggregates over the valid pixels of all crops"
+        if first.aggregation == "pixel"
+        else "means of the per-crop means (the reference protocol)"
+    )
+    lines = [
+        f"# Benchmark: {DATASET_TITLES.get(dataset, dataset)}",
+        "",
+        f"Produced by `{command}`; regenerate it with that command from the repository root.",
+        "",
+        f"Split `{first.split}`: {', '.join(scene_names)}. Deterministic, non-overlapping "
+        f"{crops} grid crops from the top-left (the data pipeline's evaluation mode); the "
+        "low-resolution source is the NaN-aware block mean of the ground truth. Errors in cm are "
+        f"{aggregation}. Time per megapixel (of output) is wall time on "
+        f"{torch.get_num_threads()} CPU thread(s), and includes the bicubic estimate for the "
+        "methods that refine it (every method but nearest, bilinear and bicubic). The "
+        "OpenCV filters use `node_dada.baselines.default_params` (the values tuned on the "
+        "validation split where available, see results/tuning/).",
+    ]
+    if load is not None:
+        lines += [
+            "",
+            f"The machine's 1-minute load average was {load[0]:.1f} at the start of the run and "
+            f"{load[1]:.1f} at its end, on {os.cpu_count()} logical CPU(s): above that count "
+            "other work shared the cores and the times are inflated accordingly.",
+        ]
+    lines += [
+        "",
+        "## MAE (cm), best per scale in bold",
+        "",
+        *mae_pivot(rows),
+        "",
+        *_below_bicubic(rows),
+        "## All metrics",
+        "",
+        "| scale | method | MAE (cm) | MSE (cm^2) | RMSE (cm) | s / MP | NFE | crops | valid px "
+        "| parameters / solver |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        detail = row.solver or row.params or "-"
+        lines.append(
+            f"| x{row.scale} | {row.method} | {row.mae_cm:.2f} | {row.mse_cm2:.2f} | "
+            f"{row.rmse_cm:.2f} | {row.s_per_mpix:.2f} | {row.nfe or '-'} | {row.crops} | "
+            f"{row.valid_pixels} | {detail} |"
+        )
+    if per_crop:
+        what = "image" if size == "full" else "crop"
+        lines += ["", f"## MAE (cm) per {what}", "",
+                  f"Change against learning-free DADA (`dada`) on the same {what}; negative "
+                  f"is better. All values: `{path.stem}_per_{what}.csv`.", "",
+                  *crop_pivot(per_crop)]
+    if figures:
+        lines += ["", "## Figures", ""]
+        lines += [f"![{name}]({name})" for name in figures]
+    text = "\n".join(lines) + "\n"
+    path.write_text(text)
+    return text
+
+
+def _below_bicubic(rows: Sequence[BenchmarkRow]) -> list[str]:
+    """One sentence per learning-free DADA variant: the scales where its MAE is
+    below bicubic's."""
+    mae = {(row.method, row.scale): row.mae_cm for row in rows}
+    scales = sorted({row.scale for row in rows if (ESTIMATE, row.scale) in mae})
+    lines = []
+    for method in ("dada", "dada_ode"):
+        compared = [s for s in scales if (method, s) in mae]
+        if not compared:
+            continue
+        better = [s for s in compared if mae[(method, s)] < mae[(ESTIMATE, s)]]
+        verdict = "every scale" if better == compared else (
+            "x" + ", x".join(map(str, better)) if better else "no scale"
+        )
+        ratios = ", ".join(f"x{s}: {mae[(method, s)] / mae[(ESTIMATE, s)]:.2f}" for s in compared)
+        lines.append(
+            f"`{method}` MAE is below bicubic's at {verdict} (ratio to bicubic {ratios})."
+        )
+    return [*lines, ""] if lines else []
+
+
+def save_figure(crops: Sequence[FigureCrop], path: Path, *, title: str) -> None:
+    """Guide, ground truth and every method's prediction for each crop (one row
+    per crop, one colour scale per row: the truth's 1st-99th percentiles)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(crops[0].predictions)
+    columns = 2 + len(methods)
+    fig, axes = plt.subplots(
+        len(crops), columns, figsize=(1.8 * columns + 0.6, 2.3 * len(crops) + 0.4),
+        squeeze=False, layout="constrained",
+    )
+    for axes_row, crop in zip(axes, crops, strict=True):
+        finite = crop.target[np.isfinite(crop.target)]
+        vmin, vmax = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
+        style = {"cmap": "viridis_r", "vmin": vmin, "vmax": vmax}
+        axes_row[0].imshow(np.clip(crop.guide, 0, 1).squeeze())
+        axes_row[0].set_title(textwrap.fill(crop.name, 26), fontsize=7)
+        axes_row[1].imshow(np.ma.masked_invalid(crop.target), **style)
+        axes_row[1].set_title("ground truth\n(white = unknown)", fontsize=7)
+        shown = None
+        for axis, method in zip(axes_row[2:], methods, strict=True):
+            shown = axis.imshow(crop.predictions[method], **style)
+            errors = crop.errors.get(method)
+            label = f"{method}\nMAE {errors.mae_cm:.2f} cm" if errors else method
+            axis.set_title(label, fontsize=7)
+        for axis in axes_row:
+            axis.axis("off")
+        if shown is not None:
+            colourbar = fig.colorbar(shown, ax=list(axes_row), shrink=0.9, pad=0.005)
+            colourbar.set_label("depth (mm)", fontsize=7)
+            colourbar.ax.tick_params(labelsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
