@@ -44,7 +44,9 @@ def _training_data(config: str | None) -> str:
     roots = args.get("root")
     roots = [roots] if isinstance(roots, str) else list(roots or [])
     kind = data.get("class_path", "").rsplit(".", 1)[-1]
-    return f"{kind} from {', '.join(f'`{root}`' for root in roots)}"
+    noise = args.get("source_noise")
+    degraded = f", sources degraded by `{noise}` (validation too)" if noise else ""
+    return f"{kind} from {', '.join(f'`{root}`' for root in roots)}{degraded}"
 
 
 def _image_gains(rows: list[dict[str, str]], label: str) -> str | None:
@@ -104,10 +106,14 @@ def _summary(aliases: dict[str, str], tables: dict[str, tuple[str, list[dict[str
                          f"{float(own['mae_cm']):.4f} / "
                          + (f"{float(free['mae_cm']):.4f}" if free else "n/a"))
         also = ", ".join(f"`{alias}`" for alias, stem in aliases.items() if stem == name)
-        lines.append(f"| `{name}` | {also} | {_fmt(meta.get('val_mae_cm'))} | "
+        noisy = " (noisy sources)" if content.get("hyper_parameters", {}).get(
+            "assume_noise") is not None else ""
+        lines.append(f"| `{name}` | {also} | {_fmt(meta.get('val_mae_cm'))}{noisy} | "
                      + " | ".join(cells) + " |")
     return [*lines, "", "The name of a scale (`middlebury-x<scale>`) points to the training "
-            "with the lower validation MAE.", ""]
+            "with the lower validation MAE. A noise-aware model (validated on noisy sources) "
+            "is evaluated here on the clean sources with the exact consistency; on noisy "
+            "ones see results/sensors.", ""]
 
 
 def render_card(out: Path, results: Path) -> str:
@@ -165,7 +171,10 @@ def render_card(out: Path, results: Path) -> str:
             f" ({path.stat().st_size / 1e6:.1f} MB, float16 weights, xz-compressed, "
             "loaded weights-only).",
             f"- Network: `{hp['extractor']}` extractor{coefficients}, "
-            f"{hp['guide_channels']}-channel guide; solver: {solver}.",
+            f"{hp['guide_channels']}-channel guide; solver: {solver}"
+            + (f"; trained with the relaxed consistency (`assume_noise: "
+               f"{hp['assume_noise']}`): use it with `source_noise=\"auto\"`"
+               if hp.get("assume_noise") is not None else "") + ".",
             f"- Iterations: random no-grad lead-in of up to {hp['lead_in']} steps, then "
             f"{hp['train_iter']} with gradient (step {hp['step']}); inference runs all "
             f"{hp['lead_in'] + hp['train_iter']}.",
