@@ -104,3 +104,25 @@ def test_with_the_trained_models_auto_is_30_percent_below_bicubic_at_x8_and_x16(
             assert mae < min(cell[(noise, scale, m)] for m in CLASSIC), (noise, scale)
             assert 1 - mae / cell[(noise, scale, "bicubic")] >= 0.30, (noise, scale)
     assert checked == 10
+
+
+def test_the_noise_aware_model_beats_the_clean_one_on_every_noise_model():
+    """middlebury-x8-noisy (trained on noisy sources) with source_noise="auto" is below
+    middlebury-x8 with "auto" on every noisy source of the benchmark, and the README
+    quotes the committed numbers."""
+    import re
+
+    rows = committed("sensors.csv")
+    cell = {(r["noise"], int(r["scale"]), r["method"]): float(r["mae_cm"]) for r in rows}
+    noises = sorted({n for n, s, m in cell if s == 8 and m == "middlebury-x8-noisy +auto"})
+    assert len(noises) == 5 and "clean" in noises
+    for noise in noises:
+        if noise != "clean":
+            assert cell[(noise, 8, "middlebury-x8-noisy +auto")] < cell[
+                (noise, 8, "middlebury-x8 +auto")], noise
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index('checkpoint="middlebury-x8-noisy"')
+    quoted = re.findall(r"\b\d\.\d{3}\b", readme[start:readme.index("\n- ", start)])
+    report = (RESULTS / "README.md").read_text()
+    table = set(re.findall(r"\| middlebury-x8[^|]* \|  \| \**(\d\.\d{3})\** \|", report))
+    assert len(quoted) == 10 and set(quoted) <= table, set(quoted) - table
