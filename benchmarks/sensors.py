@@ -5,6 +5,8 @@ clean ground truth.
     .venv/bin/python benchmarks/sensors.py --out results/sensors --threads 1 \
         --checkpoint middlebury-x8@8 --checkpoint middlebury-x16@16
     .venv/bin/python benchmarks/sensors.py --part real --out results/sensors --threads 1
+    .venv/bin/python benchmarks/sensors.py --dataset rgbdd --limit 8 \
+        --out results/sensors/rgbdd --checkpoint middlebury-x8@8 ...
 
 For each noise model and scale, the source is the NaN-aware block mean of the ground
 truth, then degraded with a generator seeded by the crop's index (the same noisy
@@ -14,6 +16,9 @@ and with ``source_noise`` given (the true standard deviation at each block, from
 noise model) and ``"auto"`` (estimated), and with ``--checkpoint`` the trained models
 likewise. Writes ``<out>/sensors.csv`` (pooled MAE in cm per noise model, scale and
 method) and ``<out>/README.md`` (tables; the command in the header).
+
+``--dataset rgbdd``: the same on the RGB-D-D test frames (``--rgbdd-root``; evaluation
+only), whose ground truth is the phone's high-resolution ToF depth.
 
 ``--part real``: the RGB-D-D real scenes (``--rgbdd``, evaluation only): a phone's
 time-of-flight depth at 192 x 144 under a 512 x 384 image (ratio 8/3), errors against
@@ -42,6 +47,7 @@ ROOTS = ("../shared/data/middlebury0506/ThirdSize", "../shared/data/middlebury20
 DEFAULT_NOISE = ("gaussian:20", "tof:0.01", "stereo:0.02", "tof:0.01+dropout:0.1")
 CLASSIC = ("bicubic", "guided_filter", "joint_bilateral", "fast_global_smoother",
            "weighted_median")
+TITLES = {"middlebury": "Middlebury", "rgbdd": "RGB-D-D (phone ToF ground truth)"}
 TARGET_BELOW_BICUBIC = 0.30  # "auto" at least 30 % below bicubic on noisy input
 TARGET_CLEAN = 0.02  # "auto" within 2 % of the exact default on clean input
 
@@ -185,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", choices=("synthetic", "real"), default="synthetic")
     parser.add_argument("--rgbdd", type=Path, default=Path("../shared/data/rgbdd/realscene"),
                         help="RGB-D-D realscene folder (RGB/, DepthLR/, Depth/)")
+    parser.add_argument("--dataset", choices=("middlebury", "rgbdd"), default="middlebury",
+                        help="synthetic part: whose whole images get the noise")
+    parser.add_argument("--rgbdd-root", type=Path, default=Path("../shared/data/rgbdd"),
+                        help="RGB-D-D folder for --dataset rgbdd")
     parser.add_argument("--out", type=Path, default=Path("runs/sensors"))
     parser.add_argument("--split", default="test", choices=("test", "val"))
     parser.add_argument("--scales", type=int, nargs="+", default=[4, 8, 16])
@@ -205,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.checkpoint:
         name, _, scale = item.partition("@")
         models.append((name, int(scale)))
-    scenes = load_scenes("middlebury", root=[Path(r) for r in ROOTS], split=args.split)
+    roots = [Path(r) for r in ROOTS] if args.dataset == "middlebury" else args.rgbdd_root
+    scenes = load_scenes(args.dataset, root=roots, split=args.split)
     load_start, clock = load_average(), time.perf_counter()
     rows = []
     for spec in args.noise:
@@ -228,12 +239,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(rows, command, args, load_start, seconds) -> list[str]:
     lines = [
-        "# Noisy sensors: Middlebury with sensor-like noise on the source",
+        f"# Noisy sensors: {TITLES[args.dataset]} with sensor-like noise on the source",
         "",
         f"Produced by `{command}` from the repository root ({seconds / 60:.0f} min; load "
         f"average {load_start} at the start, {load_average()} at the end).",
         "",
-        f"Split `{args.split}`, whole images; the source is the block mean of the ground "
+        f"Split `{args.split}`, whole images"
+        + (f" (the first {args.limit} per scale)" if args.limit else "")
+        + "; the source is the block mean of the ground "
         "truth, then degraded by the noise model (`node_dada.data.noise`; gaussian:S = S mm "
         "of white noise, tof:R = R x depth, stereo:R = inverse depth jittered and quantised "
         "in steps of R x its median, dropout:P = a fraction P of the source lost). MAE in cm "

@@ -126,3 +126,34 @@ def test_the_noise_aware_model_beats_the_clean_one_on_every_noise_model():
     report = (RESULTS / "README.md").read_text()
     table = set(re.findall(r"\| middlebury-x8[^|]* \|  \| \**(\d\.\d{3})\** \|", report))
     assert len(quoted) == 10 and set(quoted) <= table, set(quoted) - table
+
+
+def test_the_rgbdd_table_covers_its_grid():
+    """results/sensors/rgbdd: the same noise models and methods on RGB-D-D test frames."""
+    with open(RESULTS / "rgbdd" / "sensors.csv") as handle:
+        command = handle.readline()
+    assert "--dataset rgbdd" in command and "--limit" in command
+    rows = committed("rgbdd/sensors.csv")
+    cells = {(r["noise"], int(r["scale"]), r["method"]) for r in rows}
+    for noise in ("clean", "gaussian:20", "tof:0.01", "stereo:0.02", "tof:0.01+dropout:0.1"):
+        for scale in (4, 8, 16):
+            for method in (*CLASSIC, "dada", "dada +auto"):
+                assert (noise, scale, method) in cells, (noise, scale, method)
+
+
+@pytest.mark.skipif(not (SHARED / "rgbdd" / "test").is_dir(),
+                    reason="needs ../shared/data/rgbdd (the RGB-D-D test frames)")
+def test_a_committed_rgbdd_cell_reproduces_with_its_command():
+    from node_dada.benchmark import load_scenes
+
+    sensors = sensors_script()
+    with open(RESULTS / "rgbdd" / "sensors.csv") as handle:
+        words = handle.readline().split()
+    limit = int(words[words.index("--limit") + 1])
+    wanted = {r["method"]: float(r["mae_cm"]) for r in committed("rgbdd/sensors.csv")
+              if r["noise"] == "tof:0.01" and r["scale"] == "16"}
+    scenes = load_scenes("rgbdd", root=SHARED / "rgbdd", split="test")
+    totals = sensors.evaluate(scenes, "tof:0.01", 16, limit=limit,
+                              only={"bicubic", "dada +auto"})
+    for method, (error, count) in totals.items():
+        assert error / count / 10 == pytest.approx(wanted[method], rel=1e-3), method
