@@ -24,6 +24,7 @@ from node_dada.diffusion import (
     learning_free_dada,
     normalize_guide,
 )
+from node_dada.evaluation.report import markdown_table, write_table
 from node_dada.metrics import DepthErrors, depth_errors
 
 DEFAULT_SCALES = (4, 8, 16, 32)
@@ -125,27 +126,22 @@ def save_figure(maps: dict[str, np.ndarray], scale: int, rows: list[DemoRow], pa
 
 
 def write_tables(rows: list[DemoRow], out: Path, command: str, num_iter: int) -> str:
-    header = "scale,method,mae_cm,mse_cm2,rmse_cm,valid_pixels,seconds\n"
-    csv_lines = [
-        f"{r.scale},{r.method},{r.errors.mae_cm:.4f},{r.errors.mse_cm2:.4f},"
-        f"{r.errors.rmse_cm:.4f},{r.errors.count},{r.seconds:.2f}"
-        for r in rows
-    ]
-    body = header + "\n".join(csv_lines) + "\n"
-    (out / "motorcycle.csv").write_text(f"# command: {command}\n" + body)
+    write_table(out / "motorcycle.csv",
+                ["scale", "method", "mae_cm", "mse_cm2", "rmse_cm", "valid_pixels", "seconds"],
+                ([r.scale, r.method, f"{r.errors.mae_cm:.4f}", f"{r.errors.mse_cm2:.4f}",
+                  f"{r.errors.rmse_cm:.4f}", r.errors.count, f"{r.seconds:.2f}"] for r in rows),
+                command=command)
     md = [
         "# Demo: Middlebury 2014 Motorcycle (quarter size, embedded in scikit-image)",
         "",
         f"Produced by `{command}` ({num_iter} learning-free iterations; the image is",
         "cropped top-left to a multiple of the scale; errors over all valid pixels).",
         "",
-        "| scale | method | MAE (cm) | MSE (cm^2) | RMSE (cm) | time (s) |",
-        "|---:|---|---:|---:|---:|---:|",
-    ]
-    md += [
-        f"| x{r.scale} | {r.method} | {r.errors.mae_cm:.2f} | {r.errors.mse_cm2:.2f} | "
-        f"{r.errors.rmse_cm:.2f} | {r.seconds:.1f} |"
-        for r in rows
+        *markdown_table(
+            ["scale", "method", "MAE (cm)", "MSE (cm^2)", "RMSE (cm)", "time (s)"],
+            ([f"x{r.scale}", r.method, f"{r.errors.mae_cm:.2f}", f"{r.errors.mse_cm2:.2f}",
+              f"{r.errors.rmse_cm:.2f}", f"{r.seconds:.1f}"] for r in rows),
+            "rlrrrr"),
     ]
     text = "\n".join(md) + "\n"
     (out / "motorcycle.md").write_text(text)

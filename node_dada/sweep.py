@@ -55,6 +55,7 @@ import torch
 import yaml
 
 from node_dada.errors import DataError, InputValueError, NodeDadaError, SolverError, error_line
+from node_dada.evaluation.report import markdown_table, write_table
 from node_dada.libc import LIBC, Libc, reset_resident_peak, resident_kib
 
 __all__ = [
@@ -843,12 +844,8 @@ def read_cells(path: Path) -> list[dict[str, str]]:
 def _write_cells(path: Path, rows: list[dict[str, str]], columns: list[str]) -> None:
     for row in rows:
         columns += [key for key in row if key not in columns]
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(partial, path)  # a killed sweep never leaves a half-written table
+    # written atomically: a killed sweep never leaves a half-written table
+    write_table(path, columns, ([row.get(c, "") for c in columns] for row in rows))
 
 
 def _format_row(cell: Cell, result: dict[str, Any]) -> dict[str, str]:
@@ -1046,10 +1043,9 @@ _PRECISE = {"mae_cm", "rmse_cm", "test_mae_cm", "test_rmse_cm", "train_loss_firs
             "train_loss_last"}
 
 
-def markdown_table(kind: str, rows: list[dict[str, str]]) -> list[str]:
+def cells_table(kind: str, rows: list[dict[str, str]]) -> list[str]:
     columns = _TABLES[kind]
-    lines = ["| " + " | ".join(title for title, _ in columns) + " | error |",
-             "|" + "---|" * (len(columns) + 1)]
+    table = []
     for row in rows:
         cells = []
         for _, key in columns:
@@ -1060,8 +1056,9 @@ def markdown_table(kind: str, rows: list[dict[str, str]]) -> list[str]:
                 cells.append(_cell_text(_short(value, 4 if key in _PRECISE else 3)))
         error = row.get("error", "")
         cells.append(_cell_text(error[:140] + ("…" if len(error) > 140 else "")))
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        table.append(cells)
+    return markdown_table([*(title for title, _ in columns), "error"], table,
+                          "l" * (len(columns) + 1))
 
 
 def write_summary(spec: SweepSpec, rows: list[dict[str, str]], out_dir: Path, *, command: str,
@@ -1096,7 +1093,7 @@ def write_summary(spec: SweepSpec, rows: list[dict[str, str]], out_dir: Path, *,
     if spec.kind == "fit" and spec.section.get("args"):
         lines += ["Shared LightningCLI arguments: `" + shlex.join(map(str, spec.section["args"]))
                   + "`; each cell's TensorBoard runs and config are in `runs/<cell>/tb/`.", ""]
-    lines += markdown_table(spec.kind, rows) + [""]
+    lines += cells_table(spec.kind, rows) + [""]
     lines += [f"![{name}]({name})" for name in plots]
     lines += ["", "All numbers: `cells.csv`. Time and memory were measured in-process on a "
               "shared machine; compare them within this table only."]

@@ -13,6 +13,12 @@ atomically and each epoch's data is seeded from the seed and the epoch, so
 ``--ckpt_path last`` resumes a killed run exactly where its last checkpoint left it
 (:mod:`node_dada.models.checkpointing`); ``--ckpt_path last`` finds the newest
 checkpoint of the run even when no ``checkpoint.dirpath`` is set.
+
+Composed configs: a config file may start with ``base: [a.yaml, b.yaml]`` (paths
+relative to it); :func:`expand_configs` reads those first, in order, then the file's
+own keys, as if given as ``--config a.yaml --config b.yaml --config <rest>`` (later
+values override earlier ones, nested keys merge). ``configs/base/`` holds the files
+the shipped configs are composed from.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 
 from node_dada.errors import DataError
 
-__all__ = ["ConfigError", "run"]
+__all__ = ["ConfigError", "expand_configs", "run"]
 
 #: ``--ckpt_path`` values that Lightning resolves itself.
 _CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
@@ -119,6 +125,62 @@ def _check_ckpt_path(ckpt_path: object) -> None:
     load_checkpoint_file(path)  # weights-only: a pickle that would run code is refused
 
 
+def _composed(path: Path, seen: tuple[Path, ...]) -> list[str]:
+    """``--config`` values that stand for ``path``: its bases (recursively), then the
+    file itself, or its keys without ``base`` as a YAML string when it has bases."""
+    import yaml
+
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise ConfigError(f"config {path}: its `base:` files include it again ({chain})")
+    try:
+        content = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"config {path}: could not read it as YAML ({error})") from None
+    if not isinstance(content, dict) or "base" not in content:
+        return [str(path)]
+    bases = content.pop("base")
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"config {path}: `base:` expected a file or a list of files "
+                          f"(relative to the config), got {bases!r}")
+    values: list[str] = []
+    for base in bases:
+        base_path = path.parent / base
+        if not base_path.is_file():
+            raise ConfigError(f"config {path}: its base {base!r} does not exist "
+                              f"(looked for {base_path})")
+        values += _composed(base_path, (*seen, path))
+    if content:
+        values.append(yaml.safe_dump(content, sort_keys=False))
+    return values
+
+
+def expand_configs(argv: list[str]) -> list[str]:
+    """``argv`` with every ``--config``/``-c`` file that has ``base:`` replaced by its
+    bases and its own keys, in that order (see the module docstring)."""
+    expanded: list[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        value = None
+        if arg in ("--config", "-c") and index + 1 < len(argv):
+            value, index = argv[index + 1], index + 2
+        elif arg.startswith("--config="):
+            value, index = arg.split("=", 1)[1], index + 1
+        else:
+            expanded.append(arg)
+            index += 1
+            continue
+        path = Path(value)
+        parts = _composed(path, ()) if path.suffix in (".yaml", ".yml") and path.is_file() \
+            else [value]
+        for part in parts:
+            expanded += ["--config", part]
+    return expanded
+
+
 def run(argv: list[str]) -> None:
     """LightningCLI over ``DADAModule`` and the DataModules, with a forced ``last`` checkpoint."""
     from jsonargparse import ArgumentError
@@ -172,7 +234,7 @@ def run(argv: list[str]) -> None:
             save_config_kwargs={"overwrite": True},
             # Parse errors raise instead of printing the whole usage: main() reports one line.
             parser_kwargs={"exit_on_error": False},
-            args=argv,
+            args=expand_configs(argv),
         )
     except (ArgumentError, MisconfigurationException) as error:
         raise ConfigError(str(error)) from None

@@ -19,7 +19,6 @@ The command line (its options and ``main``) is :mod:`node_dada.commands.tuning`.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import sys
 import time
@@ -33,6 +32,7 @@ from tqdm import tqdm
 
 from node_dada.baselines import get_baseline
 from node_dada.evaluation.crops import Crop, iter_crops, load_scenes
+from node_dada.evaluation.report import markdown_table, write_table
 from node_dada.metrics import DepthErrorAccumulator
 
 __all__ = ["GRIDS", "MAX_BILATERAL_SIGMA_SPACE", "TrialRow", "grid_points", "search"]
@@ -185,18 +185,13 @@ def write_outputs(
     """``middlebury_val.csv`` (every trial) and ``middlebury_val.md`` (the choice)."""
     out.mkdir(parents=True, exist_ok=True)
     size = "full" if crop_size is None else str(crop_size)
-    with (out / "middlebury_val.csv").open("w", newline="") as handle:
-        handle.write(f"# command: {command}\n")
-        writer = csv.writer(handle)
-        writer.writerow(
-            ["split", "crop_size", "scale", "method", "params", "mae_cm", "rmse_cm", "seconds",
-             "chosen"]
-        )
-        for row in rows:
-            writer.writerow(
-                ["val", size, row.scale, row.method, row.params_text(), f"{row.mae_cm:.6g}",
-                 f"{row.rmse_cm:.6g}", f"{row.seconds:.4g}", int(row.chosen)]
-            )
+    write_table(
+        out / "middlebury_val.csv",
+        ["split", "crop_size", "scale", "method", "params", "mae_cm", "rmse_cm", "seconds",
+         "chosen"],
+        (["val", size, row.scale, row.method, row.params_text(), f"{row.mae_cm:.6g}",
+          f"{row.rmse_cm:.6g}", f"{row.seconds:.4g}", int(row.chosen)] for row in rows),
+        command=command)
     reference = {row.scale: row.mae_cm for row in rows if row.method == "bicubic"}
     crops = "whole images (cropped to a multiple of the scale)" if crop_size is None else (
         f"{crop_size} x {crop_size} grid crops"
@@ -225,18 +220,17 @@ def write_outputs(
         "",
         "## Chosen values",
         "",
-        "| scale | method | parameters | val MAE (cm) | bicubic val MAE (cm) | settings tried |",
-        "|---:|---|---|---:|---:|---:|",
     ]
     tried: dict[tuple[int, str], int] = {}
     for row in rows:
         tried[(row.scale, row.method)] = tried.get((row.scale, row.method), 0) + 1
-    for row in rows:
-        if row.chosen:
-            lines.append(
-                f"| x{row.scale} | {row.method} | {row.params_text()} | {row.mae_cm:.3f} | "
-                f"{reference[row.scale]:.3f} | {tried[(row.scale, row.method)]} |"
-            )
+    lines += markdown_table(
+        ["scale", "method", "parameters", "val MAE (cm)", "bicubic val MAE (cm)",
+         "settings tried"],
+        ([f"x{row.scale}", row.method, row.params_text(), f"{row.mae_cm:.3f}",
+          f"{reference[row.scale]:.3f}", tried[(row.scale, row.method)]]
+         for row in rows if row.chosen),
+        "rllrrr")
     lines += [
         "",
         "As `TUNED_PARAMS` (node_dada/baselines/opencv_filters.py):",

@@ -69,12 +69,30 @@ def test_middlebury_scenes_are_found_under_the_data_root(
     assert len(scenes) > 0
 
 
+def _data_section(path: Path) -> dict:
+    """The ``data`` section of a config, its ``base:`` files merged in first."""
+    content = yaml.safe_load(path.read_text())
+    bases = content.get("base") or []
+    merged: dict = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        merged = _merge(merged, _data_section(path.parent / base))
+    return _merge(merged, content.get("data") or {})
+
+
+def _merge(first: dict, second: dict) -> dict:
+    out = dict(first)
+    for key, value in second.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(
+            out.get(key), dict) else value
+    return out
+
+
 def _config_roots() -> list[tuple[str, str]]:
     found = []
     for path in sorted((REPO / "configs").rglob("*.yaml")):
-        if "sweeps" in path.parts:
+        if "sweeps" in path.parts or "base" in path.parts:
             continue
-        data = yaml.safe_load(path.read_text()).get("data") or {}
+        data = _data_section(path)
         if data.get("class_path", "").endswith("FolderDataModule"):
             continue  # the user's own pairs (configs/folder_*.yaml)
         root = (data.get("init_args") or {}).get("root")

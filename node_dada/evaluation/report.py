@@ -1,12 +1,17 @@
-"""The benchmark's outputs: ``<dataset>.csv`` (first line ``# command: ...``), the
-per-crop errors, ``<dataset>.md`` and one figure per scale."""
+"""Every table the project writes, and the benchmark's outputs.
+
+The two primitives, :func:`write_table` (CSV, first line ``# command: ...``,
+written atomically) and :func:`markdown_table`, are what the benchmark, the demo,
+the sweeps, the tuning search and the model card write their tables with. On top
+of them, the benchmark's outputs: ``<dataset>.csv``, the per-crop errors,
+``<dataset>.md`` and one figure per scale."""
 
 from __future__ import annotations
 
 import csv
 import os
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +24,12 @@ __all__ = [
     "DATASET_TITLES",
     "crop_pivot",
     "mae_pivot",
+    "markdown_table",
     "save_figure",
     "write_crop_errors",
     "write_csv",
     "write_markdown",
+    "write_table",
 ]
 
 DATASET_TITLES = {
@@ -33,24 +40,47 @@ DATASET_TITLES = {
 }
 
 
+def write_table(path: Path, columns: Sequence[str], rows: Iterable[Sequence[object]], *,
+                command: str | None = None) -> None:
+    """CSV with a header line (``columns``) and ``rows`` (values as they should read),
+    preceded by ``# command: <command>`` when given. Written to a side file and moved
+    into place, so an interrupted run never leaves a half-written table."""
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", newline="") as handle:
+        if command is not None:
+            handle.write(f"# command: {command}\n")
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    os.replace(partial, path)
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]],
+                   align: str) -> list[str]:
+    """A Markdown table as lines: ``align`` has one letter per column, ``l`` (left)
+    or ``r`` (right); cells are written as given (format them first)."""
+    if len(align) != len(header) or set(align) - {"l", "r"}:
+        raise ValueError(f"align: expected {len(header)} letters l or r, got {align!r}")
+    lines = ["| " + " | ".join(map(str, header)) + " |",
+             "|" + "".join("---:|" if a == "r" else "---|" for a in align)]
+    for row in rows:
+        cells = list(map(str, row))
+        if len(cells) != len(header):
+            raise ValueError(f"row {cells}: expected {len(header)} cells")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_csv(rows: Sequence[BenchmarkRow], path: Path, command: str) -> None:
     """The table as CSV, its first line ``# command: <command>``."""
-    with path.open("w", newline="") as handle:
-        handle.write(f"# command: {command}\n")
-        writer = csv.writer(handle)
-        writer.writerow(BenchmarkRow.columns())
-        writer.writerows(row.as_csv() for row in rows)
+    write_table(path, BenchmarkRow.columns(), (row.as_csv() for row in rows), command=command)
 
 
 def write_crop_errors(errors: Sequence[CropError], path: Path, command: str) -> None:
     """Per-crop errors as CSV, its first line ``# command: <command>``."""
-    with path.open("w", newline="") as handle:
-        handle.write(f"# command: {command}\n")
-        writer = csv.writer(handle)
-        writer.writerow(["scale", "crop", "method", "mae_cm", "valid_pixels"])
-        for error in errors:
-            writer.writerow([error.scale, error.crop, error.method, f"{error.mae_cm:.6g}",
-                             error.valid_pixels])
+    write_table(path, ["scale", "crop", "method", "mae_cm", "valid_pixels"],
+                ([e.scale, e.crop, e.method, f"{e.mae_cm:.6g}", e.valid_pixels]
+                 for e in errors), command=command)
 
 
 def crop_pivot(errors: Sequence[CropError], reference: str = "dada") -> list[str]:
@@ -60,9 +90,8 @@ def crop_pivot(errors: Sequence[CropError], reference: str = "dada") -> list[str
     others = [m for m in methods if m != reference] if reference in methods else []
     keys = list(dict.fromkeys((e.scale, e.crop) for e in errors))
     mae = {(e.scale, e.crop, e.method): e.mae_cm for e in errors}
-    header = "| scale | image | " + " | ".join(methods)
-    header += "".join(f" | {m} vs {reference}" for m in others) + " |"
-    lines = [header, "|---:|---|" + "---:|" * (len(methods) + len(others))]
+    header = ["scale", "image", *methods, *(f"{m} vs {reference}" for m in others)]
+    rows = []
     for scale, crop in keys:
         cells = [f"{mae[scale, crop, m]:.4f}" if (scale, crop, m) in mae else "-"
                  for m in methods]
@@ -70,8 +99,8 @@ def crop_pivot(errors: Sequence[CropError], reference: str = "dada") -> list[str
             base, value = mae.get((scale, crop, reference)), mae.get((scale, crop, m))
             cells.append("-" if base is None or value is None
                          else f"{100.0 * (value - base) / base:+.1f} %")
-        lines.append(f"| x{scale} | {crop} | " + " | ".join(cells) + " |")
-    return lines
+        rows.append([f"x{scale}", crop, *cells])
+    return markdown_table(header, rows, "rl" + "r" * (len(header) - 2))
 
 
 def mae_pivot(rows: Sequence[BenchmarkRow]) -> list[str]:
@@ -80,10 +109,7 @@ def mae_pivot(rows: Sequence[BenchmarkRow]) -> list[str]:
     methods = list(dict.fromkeys(row.method for row in rows))
     value = {(row.method, row.scale): row.mae_cm for row in rows}
     best = {s: min(v for (m, sc), v in value.items() if sc == s) for s in scales}
-    lines = [
-        "| method | " + " | ".join(f"x{s}" for s in scales) + " |",
-        "|---|" + "---:|" * len(scales),
-    ]
+    table = []
     for method in methods:
         cells = []
         for scale in scales:
@@ -94,8 +120,8 @@ def mae_pivot(rows: Sequence[BenchmarkRow]) -> list[str]:
                 cells.append(f"**{mae:.2f}**")
             else:
                 cells.append(f"{mae:.2f}")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return lines
+        table.append([method, *cells])
+    return markdown_table(["method", *(f"x{s}" for s in scales)], table, "l" + "r" * len(scales))
 
 
 def write_markdown(
@@ -153,17 +179,14 @@ def write_markdown(
         *_below_bicubic(rows),
         "## All metrics",
         "",
-        "| scale | method | MAE (cm) | MSE (cm^2) | RMSE (cm) | s / MP | NFE | crops | valid px "
-        "| parameters / solver |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        *markdown_table(
+            ["scale", "method", "MAE (cm)", "MSE (cm^2)", "RMSE (cm)", "s / MP", "NFE", "crops",
+             "valid px", "parameters / solver"],
+            ([f"x{row.scale}", row.method, f"{row.mae_cm:.2f}", f"{row.mse_cm2:.2f}",
+              f"{row.rmse_cm:.2f}", f"{row.s_per_mpix:.2f}", row.nfe or "-", row.crops,
+              row.valid_pixels, row.solver or row.params or "-"] for row in rows),
+            "rlrrrrrrrl"),
     ]
-    for row in rows:
-        detail = row.solver or row.params or "-"
-        lines.append(
-            f"| x{row.scale} | {row.method} | {row.mae_cm:.2f} | {row.mse_cm2:.2f} | "
-            f"{row.rmse_cm:.2f} | {row.s_per_mpix:.2f} | {row.nfe or '-'} | {row.crops} | "
-            f"{row.valid_pixels} | {detail} |"
-        )
     if per_crop:
         what = "image" if size == "full" else "crop"
         lines += ["", f"## MAE (cm) per {what}", "",

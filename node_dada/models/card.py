@@ -16,6 +16,7 @@ import csv
 import re
 from pathlib import Path
 
+from node_dada.evaluation.report import markdown_table
 from node_dada.models.inference import (
     SHIPPED_MODELS,
     read_aliases,
@@ -91,9 +92,7 @@ def _summary(aliases: dict[str, str], tables: dict[str, tuple[str, list[dict[str
     validation MAE and, per evaluation table, its MAE next to learning-free DADA's at
     the same scale."""
     stems = list(tables)
-    lines = ["| model | also | validation MAE (cm) | "
-             + " | ".join(f"{stem} MAE (cm): model / learning-free" for stem in stems) + " |",
-             "|---|---|---:|" + "---:|" * len(stems)]
+    table = []
     for name, content in contents.items():
         meta = content.get("metadata", {})
         cells = []
@@ -108,8 +107,10 @@ def _summary(aliases: dict[str, str], tables: dict[str, tuple[str, list[dict[str
         also = ", ".join(f"`{alias}`" for alias, stem in aliases.items() if stem == name)
         noisy = " (noisy sources)" if content.get("hyper_parameters", {}).get(
             "assume_noise") is not None else ""
-        lines.append(f"| `{name}` | {also} | {_fmt(meta.get('val_mae_cm'))}{noisy} | "
-                     + " | ".join(cells) + " |")
+        table.append([f"`{name}`", also, f"{_fmt(meta.get('val_mae_cm'))}{noisy}", *cells])
+    header = ["model", "also", "validation MAE (cm)",
+              *(f"{stem} MAE (cm): model / learning-free" for stem in stems)]
+    lines = markdown_table(header, table, "llr" + "r" * len(stems))
     return [*lines, "", "The name of a scale (`middlebury-x<scale>`) points to the training "
             "with the lower validation MAE. A noise-aware model (validated on noisy sources) "
             "is evaluated here on the clean sources with the exact consistency; on noisy "
@@ -140,13 +141,12 @@ def render_card(out: Path, results: Path) -> str:
     if per_image:
         lines += ["Reduction of the MAE against learning-free DADA on each image "
                   "(from the per-image tables; negative: worse than learning-free):", "",
-                  "| model | " + " | ".join(per_image) + " |",
-                  "|---|" + "---|" * len(per_image)]
-        for name in contents:
-            cells = [_image_gains(rows, LABEL_PREFIX + name) or "n/a"
-                     for rows in per_image.values()]
-            lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
-        lines.append("")
+                  *markdown_table(
+                      ["model", *per_image],
+                      ([f"`{name}`", *(_image_gains(rows, LABEL_PREFIX + name) or "n/a"
+                                       for rows in per_image.values())] for name in contents),
+                      "l" * (1 + len(per_image))),
+                  ""]
     for name, content in contents.items():
         path = resolve_checkpoint(name)
         hp, meta = content["hyper_parameters"], content.get("metadata", {})
@@ -196,16 +196,17 @@ def render_card(out: Path, results: Path) -> str:
         evaluated = [(stem, row) for stem, (_, rows) in tables.items() for row in rows
                      if row["method"] == label]
         if evaluated:
-            lines += ["| evaluation | scale | MAE (cm) | RMSE (cm) | valid px | learning-free "
-                      "MAE (cm) | bicubic MAE (cm) |", "|---|---:|---:|---:|---:|---:|---:|"]
+            table = []
             for stem, row in evaluated:
                 peers = {r["method"]: r for r in tables[stem][1] if r["scale"] == row["scale"]}
-                lines.append(
-                    f"| {stem} ({row['split']}) | x{row['scale']} | {float(row['mae_cm']):.4f} | "
-                    f"{float(row['rmse_cm']):.4f} | {row['valid_pixels']} | "
-                    f"{_fmt(float(peers['dada']['mae_cm'])) if 'dada' in peers else 'n/a'} | "
-                    f"{_fmt(float(peers['bicubic']['mae_cm'])) if 'bicubic' in peers else 'n/a'}"
-                    " |")
+                table.append([
+                    f"{stem} ({row['split']})", f"x{row['scale']}", f"{float(row['mae_cm']):.4f}",
+                    f"{float(row['rmse_cm']):.4f}", row["valid_pixels"],
+                    _fmt(float(peers["dada"]["mae_cm"])) if "dada" in peers else "n/a",
+                    _fmt(float(peers["bicubic"]["mae_cm"])) if "bicubic" in peers else "n/a"])
+            lines += markdown_table(
+                ["evaluation", "scale", "MAE (cm)", "RMSE (cm)", "valid px",
+                 "learning-free MAE (cm)", "bicubic MAE (cm)"], table, "lrrrrrr")
             lines.append("")
     commands = sorted({command for command, _ in tables.values() if command})
     if commands:
