@@ -17,7 +17,7 @@ from node_dada.data.middlebury import (
     middlebury_split,
     read_calibration,
 )
-from node_dada.errors import DataError
+from node_dada.errors import DataError, InputValueError
 
 H, W = 40, 54
 CALIB = {"f": 3997.684, "baseline": 193.001, "doffs": 131.111}
@@ -174,6 +174,38 @@ def test_missing_dmin_error_skip_and_disparity_mode(tree):
     scene = disparity_mode.load(index)
     _, disparity = made["2006/Bowling2"][1]
     np.testing.assert_array_equal(np.nan_to_num(scene.depth, nan=0.0), disparity)
+
+
+def test_missing_dmin_assume_trains_on_the_median_training_offset(tree, tmp_path):
+    root, _ = tree
+    wood = make_0506_scene(root / "2006" / "Wood1", dmin=None, seed=11)
+    with pytest.warns(UserWarning, match="assumed offset dmin=235.*Wood1"):
+        scenes = MiddleburyScenes(root, split="train", missing_dmin="assume")
+    # median of the training scenes' offsets (Art 200, Aloe 270); Reindeer's 230
+    # (a test scene) does not count
+    assert scenes.assumed_dmin == 235.0
+    names = _names(scenes)
+    assert "2006/Wood1/view1" in names and "2006/Wood1/view5" in names
+    depth = scenes.load(names.index("2006/Wood1/view5")).depth
+    expected = disparity_to_depth_2005_2006(wood[5][1], 235.0)
+    np.testing.assert_array_equal(depth, expected)
+    explicit = MiddleburyScenes(root, split="train", missing_dmin="assume", assumed_dmin=300)
+    np.testing.assert_array_equal(
+        explicit.load(names.index("2006/Wood1/view5")).depth,
+        disparity_to_depth_2005_2006(wood[5][1], 300.0),
+    )
+    # an assumed depth is never scored: validation and test leave such scenes out
+    with pytest.warns(UserWarning, match="left out 1 scene.*Lampshade1"):
+        val = MiddleburyScenes(root, split="val", missing_dmin="assume")
+    assert not any("Lampshade1" in name for name in _names(val))
+    with pytest.raises(InputValueError, match="'assume'"):
+        MiddleburyScenes(root, missing_dmin="guess")
+    with pytest.raises(InputValueError, match="assumed_dmin.*200-300"):
+        MiddleburyScenes(root, missing_dmin="assume", assumed_dmin=-5.0)
+    lonely = tmp_path / "lonely"
+    make_0506_scene(lonely / "Wood2", dmin=None, seed=12)
+    with pytest.raises(DataError, match="pass assumed_dmin="):
+        MiddleburyScenes(lonely, split="train", missing_dmin="assume")
 
 
 def test_flat_layout(tmp_path):

@@ -183,7 +183,10 @@ class MiddleburyDataModule(GuidedDepthDataModule):
             scenes, or a list of those read together.
         years: year folders to use.
         target: ``"depth"`` (mm) or ``"disparity"`` (px; no ``dmin.txt`` needed).
-        missing_dmin: ``"error"`` or ``"skip"`` 2005/2006 scenes without ``dmin.txt``.
+        missing_dmin: ``"error"``, ``"skip"`` or ``"assume"`` (an assumed offset,
+            ``assumed_dmin``) for 2005/2006 scenes without ``dmin.txt``.
+        assumed_dmin: offset of ``missing_dmin="assume"`` (None: median of the
+            training scenes' ``dmin.txt``).
         views: ``"both"`` (reference protocol) or ``"left"``.
         depth_scale: override the divisor (default 1122.7 mm or 45.2 px).
         middeval3_size: ``"Q"``, ``"H"`` or ``"F"`` when a MiddEval3 root holds several.
@@ -196,10 +199,11 @@ class MiddleburyDataModule(GuidedDepthDataModule):
         *,
         years: tuple[str, ...] = ("2005", "2006", "2014"),
         target: Literal["depth", "disparity"] = "depth",
-        missing_dmin: Literal["error", "skip"] = "error",
+        missing_dmin: Literal["error", "skip", "assume"] = "error",
         views: Literal["both", "left"] = "both",
         depth_scale: float | None = None,
         middeval3_size: Literal["Q", "H", "F"] | None = None,
+        assumed_dmin: float | None = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -207,6 +211,7 @@ class MiddleburyDataModule(GuidedDepthDataModule):
         self.options = {
             "years": tuple(years), "target": target, "missing_dmin": missing_dmin,
             "views": views, "depth_scale": depth_scale, "middeval3_size": middeval3_size,
+            "assumed_dmin": assumed_dmin,
         }
 
     def scenes(self, split: Split) -> SceneSource:

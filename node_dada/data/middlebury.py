@@ -16,7 +16,10 @@ example the 2005/2006 ThirdSize scenes and MiddEval3 ``trainingQ``).
 resolution (0 = unknown), ``dmin.txt`` the full-size offset, so
 ``depth mm = 3740 * 160 / (disp + dmin)``. A scene without ``dmin.txt`` has no
 metric depth: it is refused, unless ``target="disparity"`` (learn on disparity
-in pixels) or ``missing_dmin="skip"``.
+in pixels), ``missing_dmin="skip"`` (leave it out) or ``missing_dmin="assume"``
+(give it an assumed offset, by default the median ``dmin.txt`` of the training
+scenes that have one: a plausible, not the true, depth, for training only; see
+docs/design.md section 6).
 2014: ``depth mm = f * baseline / (disp + doffs)`` from ``calib.txt``; ``inf``
 disparity = unknown; ``*-imperfect`` scenes are skipped.
 MiddEval3 (the 2014 scenes as the stereo evaluation ships them, at quarter,
@@ -205,6 +208,23 @@ def _middeval3_folder(root: Path, size: str | None) -> Path | None:
     return None
 
 
+def _median_train_dmin(folders: Sequence[tuple[str, Path]]) -> float:
+    """Median ``dmin.txt`` of the training-split 2005/2006 scenes among ``folders``."""
+    values = [
+        read_number(folder / "dmin.txt", what=f"Middlebury {folder.name} dmin")
+        for _, folder in folders
+        if _scene_kind(folder) == "0506" and (folder / "dmin.txt").is_file()
+        and middlebury_split(folder.name) == "train"
+    ]
+    if not values:
+        raise DataError(
+            "Middlebury: missing_dmin='assume' needs an offset, and no training scene "
+            "under the root has a dmin.txt to take the median of; pass assumed_dmin= (the "
+            "2005/2006 scenes have 200-300)"
+        )
+    return float(np.median(values))
+
+
 def _image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
@@ -224,8 +244,14 @@ class MiddleburyScenes:
         split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
         years: year folders to use when ``root`` has them.
         target: ``"depth"`` (mm) or ``"disparity"`` (px, needs no ``dmin.txt``).
-        missing_dmin: ``"error"`` (default) or ``"skip"`` (warn and leave such
-            2005/2006 scenes out) in depth mode.
+        missing_dmin: what to do in depth mode with a 2005/2006 scene without
+            ``dmin.txt``: ``"error"`` (default), ``"skip"`` (warn and leave it
+            out) or ``"assume"`` (warn and give a training-split scene
+            ``assumed_dmin``: a plausible depth with the true edges; validation
+            and test scenes are left out, since an assumed depth is not scored).
+        assumed_dmin: the full-size disparity offset of ``missing_dmin="assume"``;
+            None: the median ``dmin.txt`` of the training-split 2005/2006 scenes
+            under ``root`` (251 for the third-size set).
         views: ``"both"`` (views 1 and 5 / 0 and 1) or ``"left"`` (view 1 / 0).
         depth_scale: divisor of the target; default 1122.7 (mm) or 45.2 (px).
         middeval3_size: ``"Q"``, ``"H"`` or ``"F"``: which MiddEval3 ``training*``
@@ -239,17 +265,25 @@ class MiddleburyScenes:
         split: Split = "train",
         years: tuple[str, ...] = _YEARS,
         target: Target = "depth",
-        missing_dmin: Literal["error", "skip"] = "error",
+        missing_dmin: Literal["error", "skip", "assume"] = "error",
         views: Literal["both", "left"] = "both",
         depth_scale: float | None = None,
         middeval3_size: str | None = None,
+        assumed_dmin: float | None = None,
     ) -> None:
         if split not in ("train", "val", "test", "all"):
             raise InputValueError(f"split: expected train, val, test or all, got {split!r}")
         if target not in ("depth", "disparity"):
             raise InputValueError(f"target: expected 'depth' or 'disparity', got {target!r}")
-        if missing_dmin not in ("error", "skip"):
-            raise InputValueError(f"missing_dmin: expected 'error' or 'skip', got {missing_dmin!r}")
+        if missing_dmin not in ("error", "skip", "assume"):
+            raise InputValueError(
+                f"missing_dmin: expected 'error', 'skip' or 'assume', got {missing_dmin!r}"
+            )
+        if assumed_dmin is not None and not (np.isfinite(assumed_dmin) and assumed_dmin >= 0):
+            raise InputValueError(
+                f"assumed_dmin: expected a finite full-size disparity offset >= 0 (the "
+                f"2005/2006 scenes have 200-300), got {assumed_dmin!r}"
+            )
         if views not in ("both", "left"):
             raise InputValueError(f"views: expected 'both' or 'left', got {views!r}")
         unknown = set(years) - set(_YEARS)
@@ -276,6 +310,7 @@ class MiddleburyScenes:
             MIDDLEBURY_DEPTH_SCALE_MM if target == "depth" else MIDDLEBURY_DISPARITY_SCALE_PX
         )
         self.depth_scale = float(default_scale if depth_scale is None else depth_scale)
+        self.assumed_dmin = assumed_dmin
         self._views = self._discover(years, missing_dmin, views)
         self._shapes: dict[int, tuple[int, int]] = {}
 
@@ -302,8 +337,10 @@ class MiddleburyScenes:
     ) -> list[_View]:
         found: list[_View] = []
         skipped: list[str] = []
+        assumed: list[str] = []
         ignored: list[str] = []
-        for prefix, folder in self._scene_folders(years):
+        folders = self._scene_folders(years)
+        for prefix, folder in folders:
             kind = _scene_kind(folder)
             if kind is None:
                 ignored.append(str(folder))
@@ -325,16 +362,27 @@ class MiddleburyScenes:
             dmin = None
             if kind == "0506" and self.target == "depth":
                 if not (folder / "dmin.txt").is_file():
-                    if missing_dmin == "skip":
-                        skipped.append(folder.name)
+                    training = middlebury_split(folder.name) == "train"
+                    if missing_dmin == "skip" or (missing_dmin == "assume" and not training):
+                        skipped.append(folder.name)  # an assumed depth is never scored
                         continue
-                    raise DataError(
-                        f"Middlebury: scene {folder} has no dmin.txt, so its disparity cannot "
-                        "be turned into metric depth. Add the scene's dmin.txt (full-size "
-                        f"disparity offset, from {MIDDLEBURY_DOWNLOAD}), use "
-                        "target='disparity', or missing_dmin='skip' to leave such scenes out"
+                    if missing_dmin == "error":
+                        raise DataError(
+                            f"Middlebury: scene {folder} has no dmin.txt, so its disparity "
+                            "cannot be turned into metric depth. Add the scene's dmin.txt "
+                            f"(full-size disparity offset, from {MIDDLEBURY_DOWNLOAD}), use "
+                            "target='disparity', missing_dmin='skip' to leave such scenes "
+                            "out, or missing_dmin='assume' to train on them with an assumed "
+                            "offset"
+                        )
+                    if self.assumed_dmin is None:
+                        self.assumed_dmin = _median_train_dmin(folders)
+                    assumed.append(folder.name)
+                    dmin = self.assumed_dmin
+                else:
+                    dmin = read_number(
+                        folder / "dmin.txt", what=f"Middlebury {folder.name} dmin"
                     )
-                dmin = read_number(folder / "dmin.txt", what=f"Middlebury {folder.name} dmin")
             if kind == "0506":
                 numbers = (1, 5) if views == "both" else (1,)
             elif kind == "2014":
@@ -352,7 +400,13 @@ class MiddleburyScenes:
         if skipped:
             warnings.warn(
                 f"Middlebury: left out {len(skipped)} scene(s) without dmin.txt "
-                f"(missing_dmin='skip'): {', '.join(skipped)}", stacklevel=3,
+                f"(missing_dmin={missing_dmin!r}): {', '.join(skipped)}", stacklevel=3,
+            )
+        if assumed:
+            warnings.warn(
+                f"Middlebury: {len(assumed)} scene(s) without dmin.txt get the assumed "
+                f"offset dmin={self.assumed_dmin:g} (missing_dmin='assume'; their depth is "
+                f"plausible, not measured): {', '.join(assumed)}", stacklevel=3,
             )
         if not found:
             reason = (
