@@ -19,11 +19,11 @@ from tqdm import tqdm
 
 from node_dada.data.motorcycle import MIDDLEBURY_DEPTH_SCALE_MM
 from node_dada.diffusion import (
-    degrade,
     initial_estimate,
     learning_free_dada,
     normalize_guide,
 )
+from node_dada.evaluation.crops import Crop
 from node_dada.evaluation.report import markdown_table, write_table
 from node_dada.metrics import DepthErrors, depth_errors
 
@@ -40,20 +40,13 @@ class DemoRow:
     seconds: float
 
 
-def crop_to_multiple(array: np.ndarray, scale: int) -> np.ndarray:
-    """Top-left crop so that height and width are multiples of ``scale``."""
-    height, width = array.shape[:2]
-    return array[: height - height % scale, : width - width % scale]
-
-
-def run_scale(
-    guide: np.ndarray, depth_mm: np.ndarray, scale: int, num_iter: int, bar: tqdm
-) -> tuple[list[DemoRow], dict[str, np.ndarray]]:
-    guide_c = crop_to_multiple(guide, scale)
-    depth_c = crop_to_multiple(depth_mm, scale)
-    guide_t = torch.from_numpy(guide_c.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
-    depth_t = torch.from_numpy(depth_c)[None, None] / MIDDLEBURY_DEPTH_SCALE_MM
-    source, mask_lr = degrade(depth_t, scale)
+def run_scale(crop: Crop, scale: int, num_iter: int, bar: tqdm
+              ) -> tuple[list[DemoRow], dict[str, np.ndarray]]:
+    """Bicubic and learning-free DADA on one evaluation crop (the whole image, from
+    :func:`node_dada.evaluation.iter_crops`, as the benchmark reads it)."""
+    depth_c = crop.target[0, 0].numpy()
+    source = crop.source / MIDDLEBURY_DEPTH_SCALE_MM
+    mask_lr = crop.mask_lr
     start = time.perf_counter()
     depth0 = initial_estimate(source, mask_lr, scale)
     bicubic_s = time.perf_counter() - start
@@ -67,11 +60,12 @@ def run_scale(
     start = time.perf_counter()
     with torch.no_grad():
         dada = learning_free_dada(
-            normalize_guide(guide_t), source, mask_lr, depth0, num_iter=num_iter, callback=advance
+            normalize_guide(crop.guide), source, mask_lr, depth0, num_iter=num_iter,
+            callback=advance,
         )
     dada_s = time.perf_counter() - start + bicubic_s
     maps = {
-        "guide": guide_c,
+        "guide": crop.guide[0].permute(1, 2, 0).numpy(),
         "bicubic": depth0[0, 0].numpy() * MIDDLEBURY_DEPTH_SCALE_MM,
         "dada": dada[0, 0].numpy() * MIDDLEBURY_DEPTH_SCALE_MM,
         "target": depth_c,
@@ -154,19 +148,17 @@ def trained_model_available() -> bool:
     return TRAINED_MODEL in NAMED_CHECKPOINTS
 
 
-def run_trained(guide: np.ndarray, depth_mm: np.ndarray, scale: int
-                ) -> tuple[DemoRow, np.ndarray]:
-    """The shipped trained model on the same crop and degradation as the other rows:
+def run_trained(crop: Crop, scale: int) -> tuple[DemoRow, np.ndarray]:
+    """The shipped model ``TRAINED_MODEL`` on the same crop as :func:`run_scale`:
     its row and its depth map (mm)."""
     import node_dada
 
-    guide_c = crop_to_multiple(guide, scale)
-    depth_c = crop_to_multiple(depth_mm, scale)
-    source, mask_lr = degrade(torch.from_numpy(depth_c)[None, None], scale)
     start = time.perf_counter()
-    prediction = node_dada.upsample(guide_c, source[0, 0].numpy(), scale=scale,
-                                    mask_lr=mask_lr[0, 0].numpy(), checkpoint=TRAINED_MODEL)
+    prediction = node_dada.upsample(crop.guide, crop.source, scale=scale, mask_lr=crop.mask_lr,
+                                    checkpoint=TRAINED_MODEL)
     seconds = time.perf_counter() - start
+    depth_c = crop.target[0, 0].numpy()
+    prediction = np.asarray(prediction).reshape(depth_c.shape)
     row = DemoRow(scale, f"trained {TRAINED_MODEL}", depth_errors(prediction, depth_c), seconds)
     return row, prediction
 

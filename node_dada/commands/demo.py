@@ -11,7 +11,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from node_dada import demo
-from node_dada.data.motorcycle import load_motorcycle
 from node_dada.demo import (
     DEFAULT_SCALES,
     TRAINED_MODEL,
@@ -23,6 +22,7 @@ from node_dada.demo import (
     write_tables,
 )
 from node_dada.diffusion import INFERENCE_PRE_ITER
+from node_dada.evaluation.crops import iter_crops, load_scenes
 
 __all__ = ["main"]
 
@@ -37,15 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = "python -m node_dada.demo " + shlex.join(sys.argv[1:] if argv is None else argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    guide, depth_mm = load_motorcycle()
+    scenes = load_scenes("motorcycle")
     rows: list[DemoRow] = []
     with tqdm(total=args.num_iter * len(args.scales), desc="learning-free DADA", unit="it") as bar:
         for scale in args.scales:
             bar.set_postfix_str(f"x{scale}")
-            scale_rows, maps = run_scale(guide, depth_mm, scale, args.num_iter, bar)
+            crop = next(iter_crops(scenes, scale=scale, crop_size=None))
+            scale_rows, maps = run_scale(crop, scale, args.num_iter, bar)
             rows += scale_rows
             if scale == 8 and trained_model_available():
-                row, maps["trained"] = run_trained(guide, depth_mm, scale)
+                row, maps["trained"] = run_trained(crop, scale)
                 scale_rows.append(row)
                 rows.append(row)
             save_figure(maps, scale, scale_rows, args.out / f"motorcycle_x{scale}.png")
