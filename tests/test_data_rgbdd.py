@@ -8,15 +8,14 @@ written with OpenCV); the checks on the real test set skip without the shared da
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import cv2
 import numpy as np
 import pytest
+from scripts import load_benchmark
 
 from node_dada import benchmark
 from node_dada.commands.benchmark import main as benchmark_main
@@ -226,15 +225,7 @@ def test_benchmark_command_runs_on_the_real_test_set(tmp_path: Path) -> None:
 
 
 def published_script() -> ModuleType:
-    path = ROOT / "benchmarks" / "rgbdd_published.py"
-    spec = importlib.util.spec_from_file_location("rgbdd_published", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent))  # the script imports its neighbour _report
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(path.parent))
-    return module
+    return load_benchmark('rgbdd_published')
 
 
 def test_published_errors_leave_out_invalid_pixels_and_the_border() -> None:

@@ -4,12 +4,11 @@ and reruns one image; the whole rerun (about 4 minutes) is ``make test-slow``.""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
+from scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "depth_unit"
@@ -19,12 +18,7 @@ needs_data = pytest.mark.skipif(not (DATA / "middlebury0506" / "ThirdSize").is_d
 
 
 def script():
-    spec = importlib.util.spec_from_file_location("depth_unit",
-                                                  ROOT / "benchmarks" / "depth_unit.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("depth_unit", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark('depth_unit')
 
 
 def committed() -> dict[str, list[str]]:

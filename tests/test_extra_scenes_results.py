@@ -5,22 +5,17 @@ takes about 40 CPU-minutes), and the test table covers the whole test split."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
+
+from scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "extra_scenes"
 
 
 def report_module():
-    spec = importlib.util.spec_from_file_location(
-        "extra_scenes", ROOT / "benchmarks" / "extra_scenes.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("extra_scenes", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark('extra_scenes')
 
 
 def test_the_summary_is_what_the_report_writes(tmp_path):

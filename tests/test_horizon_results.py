@@ -5,10 +5,10 @@ here: each cell costs 10 CPU-minutes)."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import re
-import sys
 from pathlib import Path
+
+from scripts import load_benchmark
 
 from node_dada.sweep import expand_grid, load_spec
 
@@ -17,12 +17,7 @@ RESULTS = ROOT / "results" / "horizon"
 
 
 def report_module():
-    spec = importlib.util.spec_from_file_location(
-        "horizon_report", ROOT / "benchmarks" / "horizon_report.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("horizon_report", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark('horizon_report')
 
 
 def test_every_cell_of_the_spec_finished():

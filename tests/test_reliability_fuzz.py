@@ -9,18 +9,12 @@ shrunk by hypothesis. The script runs the same harness for a time budget.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from scripts import load_benchmark
 
-_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz_readers.py"
-_spec = importlib.util.spec_from_file_location("fuzz_readers", _SCRIPT)
-fuzz_readers = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("fuzz_readers", fuzz_readers)  # dataclasses look their module up
-_spec.loader.exec_module(fuzz_readers)
+fuzz_readers = load_benchmark("fuzz_readers")
 
 EXAMPLES_PER_FORMAT = 100
 

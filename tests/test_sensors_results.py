@@ -4,10 +4,10 @@ and the targets they state hold."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
 
 import pytest
+from scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "sensors"
@@ -16,16 +16,7 @@ MIDDLEBURY = [SHARED / "middlebury0506" / "ThirdSize", SHARED / "middlebury2014"
 
 
 def sensors_script():
-    spec = importlib.util.spec_from_file_location("sensors", ROOT / "benchmarks" / "sensors.py")
-    module = importlib.util.module_from_spec(spec)
-    import sys
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return module
+    return load_benchmark('sensors')
 
 
 def committed(name: str) -> list[dict[str, str]]:
