@@ -15,7 +15,7 @@ Run from the repository root, after the two fits::
     python benchmarks/extra_scenes.py --collect     # event files and test table
     python benchmarks/extra_scenes.py               # summary.md and val_curves.png
 
-``--collect`` copies each run's TensorBoard events into ``results/extra_scenes/runs/``
+``--collect`` copies each run's TensorBoard events into ``results/extra_scenes/events/``
 and runs the project benchmark (whole test images, x8, per image) on each run's best
 checkpoint next to learning-free DADA and the parent model, into
 ``results/extra_scenes/test/`` (its command is in its header). The report itself
@@ -61,7 +61,7 @@ def collect(out: Path, root: list[str]) -> None:
         events = sorted(run.glob("version_*/events.out.tfevents.*"))
         if not events:
             raise FileNotFoundError(f"{run}: no TensorBoard events; run its fit first")
-        target = out / "runs" / arm
+        target = out / "events" / arm
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
@@ -79,7 +79,7 @@ def val_curves(out: Path) -> dict[str, list[tuple[int, float]]]:
 
     curves = {}
     for arm in ARMS:
-        scalars = read_scalars(out / "runs" / arm)
+        scalars = read_scalars(out / "events" / arm)
         if TAG not in scalars or "epoch" not in scalars:
             raise FileNotFoundError(f"{out / 'runs' / arm}: no {TAG} scalars; run --collect")
         epoch_at = {step: int(value) for _, step, value in scalars["epoch"]}
@@ -142,7 +142,7 @@ def summary(out: Path, command: str) -> list[str]:
     lines = [
         "# Do the third-size training scenes without dmin.txt help?",
         "",
-        f"Written by `{command}` from `runs/` (the fits' TensorBoard events) and `test/` "
+        f"Written by `{command}` from `events/` (the fits' TensorBoard events) and `test/` "
         "(whole test images, made by `python benchmarks/extra_scenes.py --collect`, "
         "command in its header). Both arms fine-tune the shipped "
         f"`{PARENT}` (validation {parent_validation():.4f} cm) for the same 60 epochs of "

@@ -136,8 +136,8 @@ def _composed(path: Path, seen: tuple[Path, ...]) -> list[str]:
         raise ConfigError(f"config {path}: its `base:` files include it again ({chain})")
     try:
         content = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"config {path}: could not read it as YAML ({error})") from None
+    except (OSError, yaml.YAMLError):
+        content = None  # the parser reads it again and reports the problem in its words
     if not isinstance(content, dict) or "base" not in content:
         return [str(path)]
     bases = content.pop("base")

@@ -20,7 +20,7 @@ def report_module():
 
 def test_the_summary_is_what_the_report_writes(tmp_path):
     report = report_module()
-    for part in ("runs", "test"):
+    for part in ("events", "test"):
         shutil.copytree(RESULTS / part, tmp_path / part)
     assert report.main(["--out", str(tmp_path)]) == 0
     written = (tmp_path / "summary.md").read_text()
