@@ -208,3 +208,18 @@ def test_fast_solver_accuracy_rows_reproduce_with_their_command():
     assert maes["exact"] == pytest.approx(float(row["mae_exact_cm"]), rel=1e-4)
     assert maes["fast"] == pytest.approx(float(row["mae_fast_cm"]), rel=1e-4)
     assert abs(float(row["change_pct"])) < 0.5 and float(row["rel_l2"]) < 1e-3
+
+
+#: second-stage models that reach their scale's target on every test image
+_SECOND_STAGE_AT_TARGET = {"middlebury-x8-discrete-ft": 8}
+
+
+@pytest.mark.parametrize("name", sorted(_SECOND_STAGE_AT_TARGET))
+def test_second_stage_models_reach_the_target_on_every_image(name):
+    """The shipped second-stage x8 model, the best validated at its scale, is at least
+    20 % below learning-free DADA on every test image (the scale's name still points
+    to a first-stage model: see results/models.md)."""
+    scale = _SECOND_STAGE_AT_TARGET[name]
+    gains = _image_gains(name)
+    assert len(gains) == 6
+    assert min(gains.values()) >= (0.20 if scale <= 8 else 0.15), gains

@@ -111,8 +111,11 @@ def _summary(aliases: dict[str, str], tables: dict[str, tuple[str, list[dict[str
     header = ["model", "also", "validation MAE (cm)",
               *(f"{stem} MAE (cm): model / learning-free" for stem in stems)]
     lines = markdown_table(header, table, "llr" + "r" * len(stems))
-    return [*lines, "", "The name of a scale (`middlebury-x<scale>`) points to the training "
-            "with the lower validation MAE. A noise-aware model (validated on noisy sources) "
+    return [*lines, "", "The name of a scale (`middlebury-x<scale>`) points to the better-validated "
+            "model of its first-stage pair (discrete and ODE, the same data and budget). "
+            "A second-stage model (`-ft`: the same data again with a restarted, lower "
+            "learning rate, see docs/training.md) is shipped under its own name. "
+            "A noise-aware model (validated on noisy sources) "
             "is evaluated here on the clean sources with the exact consistency; on noisy "
             "ones see results/sensors.", ""]
 
