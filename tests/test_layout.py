@@ -11,6 +11,7 @@ its file is the program, never when the module is imported.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -215,3 +216,15 @@ def test_every_command_module_has_a_main_that_returns_an_int():
                  if isinstance(node, ast.FunctionDef) and node.name == "main"]
         assert len(mains) == 1, path.name
         assert mains[0].returns is not None and ast.unparse(mains[0].returns) == "int", path.name
+
+
+def test_the_package_cites_only_documents_in_the_repository():
+    """Docstrings and comments point to docs/ files that exist, never to notes that are
+    not in the repository (design or style notes kept elsewhere, issue numbers)."""
+    repository = PACKAGE.parent
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        for cited in re.findall(r"docs/[\w-]+\.md", text):
+            assert (repository / cited).is_file(), (path, cited)
+        for pattern in (r"\bDESIGN\.md\b", r"\bSTYLE\.md\b", r"\b[Ii]ssue \d+"):
+            assert not re.search(pattern, text), (path, pattern)
