@@ -20,6 +20,8 @@ import csv
 import sys
 from pathlib import Path
 
+from node_dada.evaluation.report import read_table
+
 #: how each cell is named in the plot and the summary: (solver, grad_mode) -> words
 MODES = {
     ("discrete", "unrolled"): "discrete, unrolled",
@@ -35,9 +37,7 @@ def read(table: Path) -> list[dict[str, str]]:
 
 def reference_mae(table: Path) -> float:
     """Learning-free DADA's test MAE from a benchmark table (``--methods dada``)."""
-    with table.open(newline="") as handle:
-        lines = [line for line in handle if not line.startswith("#")]
-    rows = [row for row in csv.DictReader(lines) if row["method"] == "dada"]
+    rows = [row for row in read_table(table)[1] if row["method"] == "dada"]
     if len(rows) != 1:
         raise ValueError(f"{table}: expected one 'dada' row, found {len(rows)}")
     return float(rows[0]["mae_cm"])

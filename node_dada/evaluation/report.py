@@ -25,6 +25,7 @@ __all__ = [
     "crop_pivot",
     "mae_pivot",
     "markdown_table",
+    "read_table",
     "save_figure",
     "write_crop_errors",
     "write_csv",
@@ -43,8 +44,9 @@ DATASET_TITLES = {
 def write_table(path: Path, columns: Sequence[str], rows: Iterable[Sequence[object]], *,
                 command: str | None = None) -> None:
     """CSV with a header line (``columns``) and ``rows`` (values as they should read),
-    preceded by ``# command: <command>`` when given. Written to a side file and moved
-    into place, so an interrupted run never leaves a half-written table."""
+    preceded by ``# command: <command>`` when given (:func:`read_table` reads it).
+    Written to a side file and moved into place, so an interrupted run never leaves a
+    half-written table."""
     partial = path.with_name(path.name + ".partial")
     with partial.open("w", newline="") as handle:
         if command is not None:
@@ -53,6 +55,15 @@ def write_table(path: Path, columns: Sequence[str], rows: Iterable[Sequence[obje
         writer.writerow(columns)
         writer.writerows(rows)
     os.replace(partial, path)
+
+
+def read_table(path: Path) -> tuple[str, list[dict[str, str]]]:
+    """A table :func:`write_table` wrote: its ``# command:`` line ("" when it has
+    none) and its rows."""
+    lines = path.read_text().splitlines()
+    command = lines[0].removeprefix("# command: ") if lines[0].startswith("#") else ""
+    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
+    return command, rows
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]],

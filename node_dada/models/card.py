@@ -12,11 +12,10 @@ and re-evaluating rewrites the card. The command line (its options and ``main``)
 
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 
-from node_dada.evaluation.report import markdown_table
+from node_dada.evaluation.report import markdown_table, read_table
 from node_dada.models.inference import (
     SHIPPED_MODELS,
     read_aliases,
@@ -61,14 +60,6 @@ def _image_gains(rows: list[dict[str, str]], label: str) -> str | None:
     return f"{min(gains):.1f} % to {max(gains):.1f} % ({len(gains)} images)"
 
 
-def read_table(path: Path) -> tuple[str, list[dict[str, str]]]:
-    """A benchmark CSV: its ``# command:`` line and its rows."""
-    lines = path.read_text().splitlines()
-    command = lines[0].removeprefix("# command: ") if lines[0].startswith("#") else ""
-    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
-    return command, rows
-
-
 def _shipped_by_scale() -> list[str]:
     """The shipped models, ``...-x4-...`` before ``...-x8-...`` before ``...-x16-...``."""
     def key(name: str) -> tuple[int, str]:
@@ -111,8 +102,9 @@ def _summary(aliases: dict[str, str], tables: dict[str, tuple[str, list[dict[str
     header = ["model", "also", "validation MAE (cm)",
               *(f"{stem} MAE (cm): model / learning-free" for stem in stems)]
     lines = markdown_table(header, table, "llr" + "r" * len(stems))
-    return [*lines, "", "The name of a scale (`middlebury-x<scale>`) points to the better-validated "
-            "model of its first-stage pair (discrete and ODE, the same data and budget). "
+    return [*lines, "", "The name of a scale (`middlebury-x<scale>`) points to the "
+            "better-validated model of its first-stage pair (discrete and ODE, the same "
+            "data and budget). "
             "A second-stage model (`-ft`: the same data again with a restarted, lower "
             "learning rate, see docs/training.md) is shipped under its own name. "
             "A noise-aware model (validated on noisy sources) "
