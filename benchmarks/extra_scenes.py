@@ -12,12 +12,13 @@ Run from the repository root, after the two fits::
 
     node-dada fit --config configs/experiments/middlebury_x8_finetune.yaml
     node-dada fit --config configs/experiments/middlebury_x8_assumed_dmin.yaml
-    python benchmarks/extra_scenes.py --collect     # event files and test table
+    python benchmarks/extra_scenes.py --collect     # validation curves and test table
     python benchmarks/extra_scenes.py               # summary.md and val_curves.png
 
-``--collect`` copies each run's TensorBoard events into ``results/extra_scenes/events/``
-and runs the project benchmark (whole test images, x8, per image) on each run's best
-checkpoint next to learning-free DADA and the parent model, into
+``--collect`` reads each run's validation curve from its TensorBoard events into
+``results/extra_scenes/val_curves.csv`` and runs the project benchmark (whole test
+images, x8, per image) on each run's best checkpoint next to learning-free DADA and
+the parent model, into
 ``results/extra_scenes/test/`` (its command is in its header). The report itself
 reads only those committed files.
 """
@@ -25,11 +26,12 @@ reads only those committed files.
 from __future__ import annotations
 
 import argparse
-import csv
-import shutil
+import shlex
 import subprocess
 import sys
 from pathlib import Path
+
+from node_dada.evaluation.report import read_table, write_table
 
 ARMS = {
     "finetune": "the shipped data (26 training views)",
@@ -49,8 +51,12 @@ def best_checkpoint(run: Path) -> Path:
     return found[-1]
 
 
-def collect(out: Path, root: list[str]) -> None:
-    """Copy the runs' event files and run the test benchmark on their best checkpoints."""
+def collect(out: Path, root: list[str], command_line: str) -> None:
+    """Write the runs' validation curves and run the test benchmark on their best
+    checkpoints."""
+    from node_dada.sweep import read_scalars
+
+    rows = []
     command = [
         sys.executable, "-m", "node_dada.benchmark", "--dataset", "middlebury",
         "--root", *root, "--scales", "8", "--crop-size", "0", "--methods", "dada",
@@ -58,40 +64,35 @@ def collect(out: Path, root: list[str]) -> None:
     ]
     for arm in ARMS:
         run = RUNS / f"middlebury_x8_{arm}"
-        events = sorted(run.glob("version_*/events.out.tfevents.*"))
-        if not events:
-            raise FileNotFoundError(f"{run}: no TensorBoard events; run its fit first")
-        target = out / "events" / arm
-        if target.exists():
-            shutil.rmtree(target)
-        target.mkdir(parents=True)
-        for event in events:
-            shutil.copy2(event, target / event.name)
+        versions = [read_scalars(folder) for folder in sorted(run.glob("version_*"))]
+        if not any(TAG in scalars and "epoch" in scalars for scalars in versions):
+            raise FileNotFoundError(f"{run}: no {TAG} scalars; run its fit first")
+        for scalars in versions:  # a resumed run logs into more than one folder
+            epoch_at = {step: int(value) for _, step, value in scalars.get("epoch", [])}
+            rows += [[arm, epoch_at[step], f"{value:.6g}"]
+                     for _, step, value in scalars.get(TAG, [])]
         command += ["--checkpoint", f"{arm}={best_checkpoint(run)}@8"]
+    write_table(out / "val_curves.csv", ["arm", "epoch", "val_mae_cm"], rows,
+                command=command_line)
     command += ["--per-image", "--threads", "1", "--no-progress", "--out", str(out / "test")]
     print(" ".join(command[1:]).replace(sys.executable, "python"), flush=True)
     subprocess.run(command, check=True)
 
 
 def val_curves(out: Path) -> dict[str, list[tuple[int, float]]]:
-    """arm -> [(epoch, validation MAE cm)] from the committed event files."""
-    from node_dada.sweep import read_scalars
-
-    curves = {}
-    for arm in ARMS:
-        scalars = read_scalars(out / "events" / arm)
-        if TAG not in scalars or "epoch" not in scalars:
-            raise FileNotFoundError(f"{out / 'runs' / arm}: no {TAG} scalars; run --collect")
-        epoch_at = {step: int(value) for _, step, value in scalars["epoch"]}
-        curves[arm] = [(epoch_at.get(step, -1), value) for _, step, value in scalars[TAG]]
+    """arm -> [(epoch, validation MAE cm)], from ``val_curves.csv``."""
+    path = out / "val_curves.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not there; run --collect")
+    curves: dict[str, list[tuple[int, float]]] = {arm: [] for arm in ARMS}
+    for row in read_table(path)[1]:
+        curves[row["arm"]].append((int(row["epoch"]), float(row["val_mae_cm"])))
     return curves
 
 
 def per_image(out: Path) -> tuple[list[str], dict[str, dict[str, float]]]:
     """Test images and method -> image -> MAE cm, from the benchmark's per-image table."""
-    path = out / "test" / "middlebury_per_image.csv"
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(line for line in handle if not line.startswith("#")))
+    rows = read_table(out / "test" / "middlebury_per_image.csv")[1]
     images = list(dict.fromkeys(row["crop"] for row in rows))
     table: dict[str, dict[str, float]] = {}
     for row in rows:
@@ -100,9 +101,7 @@ def per_image(out: Path) -> tuple[list[str], dict[str, dict[str, float]]]:
 
 
 def pooled(out: Path) -> dict[str, float]:
-    path = out / "test" / "middlebury.csv"
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(line for line in handle if not line.startswith("#")))
+    rows = read_table(out / "test" / "middlebury.csv")[1]
     return {row["method"]: float(row["mae_cm"]) for row in rows}
 
 
@@ -142,7 +141,8 @@ def summary(out: Path, command: str) -> list[str]:
     lines = [
         "# Do the third-size training scenes without dmin.txt help?",
         "",
-        f"Written by `{command}` from `events/` (the fits' TensorBoard events) and `test/` "
+        f"Written by `{command}` from `val_curves.csv` (the fits' validation curves) and "
+        "`test/` "
         "(whole test images, made by `python benchmarks/extra_scenes.py --collect`, "
         "command in its header). Both arms fine-tune the shipped "
         f"`{PARENT}` (validation {parent_validation():.4f} cm) for the same 60 epochs of "
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python benchmarks/extra_scenes.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("results/extra_scenes"))
     parser.add_argument("--collect", action="store_true",
-                        help="copy the runs' events and run the test benchmark first")
+                        help="read the runs' validation curves and run the test benchmark first")
     parser.add_argument("--root", nargs="+",
                         default=["../shared/data/middlebury0506/ThirdSize",
                                  "../shared/data/middlebury2014"],
@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.collect:
-        collect(args.out, args.root)
+        collect(args.out, args.root, "python benchmarks/extra_scenes.py " + shlex.join(
+            sys.argv[1:] if argv is None else argv))
     curves = val_curves(args.out)
     plot(curves, args.out)
     command = "python benchmarks/extra_scenes.py" + (
