@@ -1,7 +1,7 @@
 """The fused CPU kernels against the eager torch path they replace.
 
 Expected values come from the eager code itself (``discrete._iterate`` loop,
-``ode.projected_field`` and autograd), run in the same test with the fused
+``field.projected_field`` and autograd), run in the same test with the fused
 kernels switched off. Problems are tiny: the kernels compile once (a few
 seconds, cached on disk by numba) and then run in milliseconds.
 """

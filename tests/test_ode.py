@@ -124,22 +124,22 @@ def test_direct_and_checkpointed_gradients_agree_to_round_off(method, step):
 @pytest.mark.parametrize("mode", ["checkpointed", "adjoint"])
 def test_gradients_do_not_depend_on_the_number_of_checkpoint_slots(monkeypatch, slots, mode):
     """The binomial schedule only decides what is recomputed, never the result."""
-    from node_dada.diffusion import ode
+    from node_dada.diffusion import segmented
 
     depth0, cv, ch, source, mask = problem(holes=True)
     kwargs = {"method": "euler", "step_size": 0.24, "grad_mode": mode}
     reference = coefficient_gradient(depth0, cv, ch, source, mask, 60.0, **kwargs)  # 32 leaves
-    monkeypatch.setattr(ode, "_CHECKPOINT_SLOTS", slots)
+    monkeypatch.setattr(segmented, "CHECKPOINT_SLOTS", slots)
     gradient = coefficient_gradient(depth0, cv, ch, source, mask, 60.0, **kwargs)
     torch.testing.assert_close(gradient, reference, rtol=1e-12, atol=1e-15)
 
 
 def replay_schedule(leaves: int, slots: int) -> dict:
-    """Replays the binomial schedule's decisions as ``ode._reverse`` takes them:
+    """Replays the binomial schedule's decisions as ``segmented._Reversal`` takes them:
     leaf advances per leaf, the order leaves are reversed in, the most states held."""
-    from node_dada.diffusion.ode import _first_sweep, _split
+    from node_dada.diffusion.segmented import first_sweep, split
 
-    stored = _first_sweep(leaves, slots)
+    stored = first_sweep(leaves, slots)
     record = {"stored": stored, "advances": [1] * leaves, "order": [], "peak": 0,
               "kept": set(stored)}  # the forward sweep advances every leaf once
 
@@ -152,7 +152,7 @@ def replay_schedule(leaves: int, slots: int) -> dict:
                 record["order"].append(last - 1)
                 last -= 1
                 continue
-            middle = first + _split(last - first, free)
+            middle = first + split(last - first, free)
             assert first < middle < last
             if middle in record["kept"]:
                 record["kept"].discard(middle)

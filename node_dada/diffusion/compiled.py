@@ -3,7 +3,7 @@
 On CUDA, Inductor turns each of them into a few generated Triton kernels (the
 exchanges, the block means and the adjustment fused) instead of the dozen
 launches of the eager ops. The compiled functions are the eager ones
-(``discrete.discrete_step``, ``ode.projected_field``), so results agree with the
+(``discrete.discrete_step``, ``field.projected_field``), so results agree with the
 eager path to float32 round-off, and autograd runs through them as through the
 eager ops. CPU work keeps the numba kernels of ``fused.py``.
 

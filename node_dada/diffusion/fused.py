@@ -1,6 +1,6 @@
 """Fused CPU kernels (numba) for the discrete iteration and the ODE right-hand side.
 
-The eager torch code in ``discrete.py`` and ``ode.py`` makes about ten passes
+The eager torch code in ``discrete.py`` and ``field.py`` makes about ten passes
 over memory per iteration (one per tensor operation, each allocating its
 result). The kernels here make one: a task owns one row of ``s x s`` blocks
 (``s`` image rows), computes the diffusion of its rows from the previous state
@@ -21,7 +21,7 @@ discrete iteration and the vector field are bit-identical to the eager path in
 float32 and float64 (up to the sign of exact zeros); the vector-Jacobian
 product is the same expression as autograd's, grouped differently (round-off).
 
-Dispatch (done by ``discrete.py`` and ``ode.py``): the kernels take CPU tensors
+Dispatch (done by ``discrete.py``, ``field.py`` and ``ode.py``): the kernels take CPU tensors
 of one float dtype when numba imports and the mode allows it; otherwise the
 eager torch path runs. Without a graph to record they replace the discrete
 loop, the solver's vector field and, for ``method="rkc"``, whole RKC stages;
@@ -420,7 +420,7 @@ def _discrete_kernel(image, spare, cv, ch, source, mask, scale, num_iter, eps, a
 @_jit_serial
 def _field_block_row(image, cv, ch, mask, bi, scale, area, multiplicative, work, acc, acc_i,
                      target):
-    """Projected field ``f(I)`` (``ode.projected_field``) on block row ``bi`` into ``target``
+    """Projected field ``f(I)`` (``field.projected_field``) on block row ``bi`` into ``target``
     (``s`` rows)."""
     f_up = work[0]
     f_down = work[1]
@@ -797,7 +797,7 @@ def projected_field(
     scale: int,
     projection: str = "multiplicative",
 ) -> torch.Tensor:
-    """Fused ``ode.projected_field``; differentiable (fused backward) when a graph is recorded."""
+    """Fused ``field.projected_field``; differentiable (fused backward) when a graph is recorded."""
     if torch.is_grad_enabled() and (image.requires_grad or cv.requires_grad or
                                     ch.requires_grad):
         return _FusedField.apply(image, cv, ch, mask_lr, scale, projection)
