@@ -252,6 +252,29 @@ def test_info_counts_forward_and_backward_work():
     assert set(info.as_dict()) >= {"nfe_forward", "nfe_backward", "wall_time_s", "method"}
 
 
+def test_a_field_bound_to_other_coefficients_shares_the_budget_and_leaves_the_original():
+    """``with_coefficients`` is how the backward passes evaluate the field with detached
+    or gradient-collecting coefficients: the original keeps its own, and every
+    evaluation counts against the one budget (``max_nfe`` covers all of them)."""
+    from node_dada.diffusion import ProjectedDiffusion
+    from node_dada.diffusion.operators import hard_adjust
+
+    depth0, cv, ch, source, mask = problem()
+    func = ProjectedDiffusion(cv, ch, mask, 4, "multiplicative", 2)
+    func.fused = False
+    other_cv, other_ch = 0.5 * cv, 0.5 * ch
+    bound = func.with_coefficients(other_cv, other_ch)
+    assert func.cv is cv and func.ch is ch
+    assert bound.cv is other_cv and bound.ch is other_ch
+    y = hard_adjust(depth0, source, mask, 4)
+    t = torch.tensor(0.0)
+    torch.testing.assert_close(bound(t, y), projected_field(y, other_cv, other_ch, mask, 4))
+    torch.testing.assert_close(func(t, y), projected_field(y, cv, ch, mask, 4))
+    assert func.nfe == bound.nfe == 2
+    with pytest.raises(SolverError, match="max_nfe=2"):
+        bound(t, y)
+
+
 def test_no_grad_solve_is_the_direct_solve():
     depth0, cv, ch, source, mask = problem()
     plain, _ = solve_ode(depth0, cv, ch, source, mask, 4.8, method="rk4")
