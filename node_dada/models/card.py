@@ -103,10 +103,10 @@ def _summary(aliases: dict[str, str], tables: dict[str, tuple[str, list[dict[str
               *(f"{stem} MAE (cm): model / learning-free" for stem in stems)]
     lines = markdown_table(header, table, "llr" + "r" * len(stems))
     return [*lines, "", "The name of a scale (`middlebury-x<scale>`) points to the "
-            "better-validated model of its first-stage pair (discrete and ODE, the same "
-            "data and budget). "
-            "A second-stage model (`-ft`: the same data again with a restarted, lower "
-            "learning rate, see docs/training.md) is shipped under its own name. "
+            "model of that scale with the lowest validation MAE: the better of its "
+            "discrete and ODE pair (the same data and budget), or a second-stage model "
+            "(`-ft`: the same data again with a restarted, lower learning rate, see "
+            "docs/training.md) where that validates lower still. "
             "A noise-aware model (validated on noisy sources) "
             "is evaluated here on the clean sources with the exact consistency; on noisy "
             "ones see results/sensors.", ""]
