@@ -236,3 +236,25 @@ def test_motorcycle_datamodule():
     data.setup("fit")
     assert next(iter(data.train_dataloader())).guide.shape == (1, 3, 128, 128)
     assert len(data.datasets["val:eval"]) == (500 // 128) * (741 // 128)
+
+
+def test_evaluation_crops_can_differ_from_the_training_crops():
+    """``eval_crop_size`` keeps validation on one footing across runs that train on
+    other crop sizes: whole images (None), another grid, or the training crops."""
+    from node_dada.data import MotorcycleDataModule
+
+    whole = MotorcycleDataModule(scale=8, crop_size=128, eval_crop_size=None)
+    whole.setup("fit")
+    assert next(iter(whole.train_dataloader())).guide.shape[-2:] == (128, 128)
+    assert len(whole.datasets["val:eval"]) == 1
+    assert whole.datasets["val:eval"][0].guide.shape[-2:] == (496, 736)
+    grid = MotorcycleDataModule(scale=8, crop_size=128, eval_crop_size=256)
+    grid.setup("validate")
+    assert len(grid.datasets["val:eval"]) == (500 // 256) * (741 // 256)
+    same = MotorcycleDataModule(scale=8, crop_size=128)
+    same.setup("validate")
+    assert len(same.datasets["val:eval"]) == (500 // 128) * (741 // 128)
+    with pytest.raises(InputValueError, match="eval_crop_size: expected 'same'"):
+        MotorcycleDataModule(scale=8, crop_size=128, eval_crop_size="whole")
+    with pytest.raises(InputValueError, match="multiple of scale 8"):
+        MotorcycleDataModule(scale=8, crop_size=128, eval_crop_size=100).setup("validate")

@@ -62,6 +62,10 @@ class GuidedDepthDataModule(L.LightningDataModule):
         scale: upsampling factor (4, 8, 16, ...).
         crop_size: side of training and evaluation crops; a multiple of ``scale``.
             ``None`` evaluates whole images (use ``eval_batch_size=1``).
+        eval_crop_size: side of the val/test grid crops when it should differ from
+            the training crops: ``"same"`` (default: ``crop_size``), a multiple of
+            ``scale``, or ``None`` for whole images (use ``eval_batch_size=1``), which
+            keeps validation comparable between runs that train on other crop sizes.
         batch_size: training batch size.
         eval_batch_size: val/test batch size (default: ``batch_size``).
         num_workers: DataLoader worker processes (they compute the initial
@@ -82,6 +86,7 @@ class GuidedDepthDataModule(L.LightningDataModule):
         *,
         scale: int = 8,
         crop_size: int | None = DEFAULT_CROP_SIZE,
+        eval_crop_size: int | Literal["same"] | None = "same",
         batch_size: int = 8,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -106,8 +111,14 @@ class GuidedDepthDataModule(L.LightningDataModule):
             )
         if num_workers < 0:
             raise InputValueError(f"num_workers: expected >= 0, got {num_workers}")
+        if isinstance(eval_crop_size, str) and eval_crop_size != "same":
+            raise InputValueError(
+                f"eval_crop_size: expected 'same', a crop side or None (whole images), got "
+                f"{eval_crop_size!r}"
+            )
         self.scale = scale
         self.crop_size = crop_size
+        self.eval_crop_size = crop_size if eval_crop_size == "same" else eval_crop_size
         self.batch_size = batch_size
         self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
         self.num_workers = num_workers
@@ -135,8 +146,9 @@ class GuidedDepthDataModule(L.LightningDataModule):
         key = f"{split}:{mode}"
         if key not in self.datasets:
             extra = self.augment if mode == "train" else {}
+            crop_size = self.crop_size if mode == "train" else self.eval_crop_size
             self.datasets[key] = GuidedDepthDataset(
-                self.scenes(split), mode=mode, scale=self.scale, crop_size=self.crop_size,
+                self.scenes(split), mode=mode, scale=self.scale, crop_size=crop_size,
                 cache=self.cache, guide_channels=self.guide_channels,
                 source_noise=self.source_noise, **extra,
             )
