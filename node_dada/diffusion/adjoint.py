@@ -63,7 +63,6 @@ class _AdjointField(nn.Module):
     def __init__(self, func: ProjectedDiffusion, times: torch.Tensor, states: torch.Tensor,
                  cv: torch.Tensor, ch: torch.Tensor) -> None:
         super().__init__()
-        self.cv, self.ch = cv, ch
         self.live = func.with_coefficients(cv, ch)
         self.frozen = func.with_coefficients(cv.detach(), ch.detach())
         self.times = [float(x) for x in times]
@@ -102,15 +101,15 @@ class _AdjointField(nn.Module):
         if live.uses_fused(adjoint):
             # the vector-Jacobian product in two fused passes, no graph
             live.count(t)
-            return _fused.field_vjp(self.state_at(t), self.cv, self.ch, live.mask_lr,
+            return _fused.field_vjp(self.state_at(t), live.cv, live.ch, live.mask_lr,
                                     live.scale, live.projection, adjoint)
         with torch.enable_grad():
             image = self.state_at(t).detach().requires_grad_(True)
             value = live(torch.as_tensor(t), image)
-            grads = torch.autograd.grad(value, (image, self.cv, self.ch), adjoint,
+            grads = torch.autograd.grad(value, (image, live.cv, live.ch), adjoint,
                                         allow_unused=True)
         return tuple(torch.zeros_like(x) if g is None else g
-                     for g, x in zip(grads, (image, self.cv, self.ch), strict=True))
+                     for g, x in zip(grads, (image, live.cv, live.ch), strict=True))
 
 
 def backward_leaf_adjoint(func: ProjectedDiffusion, plan: Plan, leaf: tuple[int, int],
