@@ -32,7 +32,11 @@ MODES = {
     "ode euler / adjoint": {"solver": "ode", "grad_mode": "adjoint", "method": "euler"},
     "ode rkc h=4 / adjoint": {"solver": "ode", "grad_mode": "adjoint", "method": "rkc",
                               "step_size": 4.0},
+    "discrete / unrolled, eager ops": {"solver": "discrete", "grad_mode": "unrolled"},
 }
+#: Environment of a mode's subprocess beyond MEASURE_ENV: the eager baseline of the fused
+#: unrolled gradient (diffusion/unrolled.py) is the same step with the kernels switched off.
+MODE_ENV = {"discrete / unrolled, eager ops": {"NODE_DADA_FUSED": "0"}}
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "middlebury0506" / "ThirdSize"
 
 
@@ -82,12 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         sys.stdout.write(json.dumps(run_one(args.one, args.train_iter, args.repeats)) + "\n")
         return 0
+    load = os.getloadavg()[0]
     rows = []
     for name in MODES:
         done = subprocess.run([sys.executable, __file__, "--one", name, "--train-iter",
                                str(args.train_iter), "--repeats", str(args.repeats)],
                               capture_output=True, text=True, check=False,
-                              env=MEASURE_ENV)
+                              env=dict(MEASURE_ENV, **MODE_ENV.get(name, {})))
         if done.returncode:
             rows.append({"mode": name, "error": done.stderr.strip().splitlines()[-1][:100]})
         else:
@@ -98,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# Training step per gradient mode (light extractor, batch 4 x 128 x 128, x8, "
         f"{args.train_iter} iterations with gradient, T = {0.24 * args.train_iter:g})", "",
-        f"Produced by `{command}` on 2 CPU cores; median of {args.repeats} steps.", "",
+        f"Produced by `{command}` on 2 CPU cores (load average {load:.2f} before the "
+        f"run); median of {args.repeats} steps. The discrete step runs the fused forward "
+        "and backward of `node_dada/diffusion/unrolled.py`; its last row is the same step "
+        "with the eager ops (`NODE_DADA_FUSED=0`).", "",
         "| mode | step time (s) | steps/s | vs discrete | peak memory (MiB) | vs discrete |",
         "|---|---:|---:|---:|---:|---:|",
     ]

@@ -112,7 +112,7 @@ def test_discrete_callback_reports_chunks_up_to_the_total(always, monkeypatch):
 
 
 @needs_numba
-def test_discrete_with_gradient_stays_on_autograd(always):
+def test_discrete_two_phase_with_gradient_matches_the_eager_forward(always):
     depth0, cv, ch, source, mask = problem(batch=1, h=2, w=2)
     cv = cv.clone().requires_grad_(True)
     out, _ = discrete_dada_two_phase(depth0, cv, ch, source, mask, num_pre=40, num_train=3)

@@ -10,7 +10,9 @@ The in-place updates of the reference are written out of place with the same
 floating-point operations in the same order (``(I - t_above) + t_below``), so
 the result is bit-identical and autograd needs no clones. Where no graph is
 recorded, CPU work goes to the fused kernel of ``fused.py`` (bit-identical too;
-``NODE_DADA_FUSED=0`` or ``fused.set_mode("never")`` keeps this loop). On CUDA
+``NODE_DADA_FUSED=0`` or ``fused.set_mode("never")`` keeps this loop); where one is
+(unrolled training), to the same kernel with the fused backward of ``unrolled.py``
+(the forward bit-identical, the gradient equal up to round-off). On CUDA
 each step runs through ``torch.compile`` (``compiled.py``; within float32
 round-off, with or without a graph).
 """
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 
 from node_dada.diffusion import compiled as _compiled
 from node_dada.diffusion import fused as _fused
+from node_dada.diffusion import unrolled as _unrolled
 from node_dada.diffusion.checks import (
     check_mask,
     check_pair,
@@ -159,6 +162,12 @@ def _iterate(
         # no graph to record: the fused kernel, bit-identical to the loop below
         return _fused.discrete_iterate(image, cv, ch, source, mask, scale, num_iter, step,
                                        callback=callback)
+    if relax is None and num_iter and tracked and not source.requires_grad and _fused.supports(
+            image, cv, ch, source, work=image.numel() * num_iter) and _fused.fits(
+            image, cv, ch, mask, scale):
+        # a graph to record: the fused forward (bit-identical) with the fused backward
+        return _unrolled.unrolled_iterate(image, cv, ch, source, mask, scale, num_iter, step,
+                                          callback=callback)
     use_compiled = relax is None and _compiled.supports(image)
     for index in range(num_iter):
         if use_compiled:
