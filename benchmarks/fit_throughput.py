@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _report import publish  # benchmarks/ is on sys.path when run as a script
+from _report import load_average, publish  # benchmarks/ is on sys.path when run as a script
 
 
 def steps_per_second(log_dir: Path, skip: int) -> tuple[float, int]:
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--skip", type=int, default=10)
     args = parser.parse_args(argv)
+    load = load_average()
     rows = []
     for config in args.configs:
         rows.append(measure(config, args.steps, args.skip))
@@ -66,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     threads = os.environ.get("OMP_NUM_THREADS", "all")
     lines = [
         "# `node-dada fit` throughput", "",
-        f"Produced by `{command}` on {os.cpu_count()} CPU cores (torch threads: {threads}); "
-        f"steps {args.skip} to {args.steps} of each fit, validation off.", "",
+        f"Produced by `{command}` on {os.cpu_count()} CPU cores (torch threads: {threads}; "
+        f"load average {load} before the run, nothing else running); steps {args.skip} to "
+        f"{args.steps} of each fit, validation off.", "",
         "| config | steps/s | s/step | steps timed |", "|---|---:|---:|---:|",
     ]
     for row in rows:
