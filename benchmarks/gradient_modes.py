@@ -10,9 +10,11 @@ mark is reset there through /proc/self/clear_refs), so it counts what the solve
 allocates, not Python and torch; the subprocesses run with glibc's mmap threshold
 at 64 KiB so that freed tensors leave the resident set (``CHILD_ENV``), and the
 fused kernels are compiled during the warm-up. Ratios are against the same mode at T = 10
-(memory) and against ``direct`` at the same horizon (time). Modes whose memory
-grows linearly with the horizon (unrolled, direct) are run only up to
-``--max-linear-horizon``: beyond it they would need tens of GB.
+(memory) and against ``direct`` at the same horizon (time). ``unrolled`` is the
+discrete iteration, whose gradient runs fused on CPU (``diffusion/unrolled.py``:
+memory grows like the square root of the iterations). ``direct``, whose memory grows
+linearly with the horizon, is run only up to ``--max-linear-horizon``: beyond it it
+would need tens of GB.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _report import rss_kib  # benchmarks/ is on sys.path when run as a script
+from _report import load_average, rss_kib  # benchmarks/ is on sys.path when run as a script
 
 HORIZONS = (10.0, 30.0, 120.0, 480.0, 1920.0)
 MODES = ("unrolled", "direct", "checkpointed", "adjoint", "adjoint_naive")
-LINEAR_MODES = ("unrolled", "direct")
+LINEAR_MODES = ("direct",)
 # glibc serves blocks above its mmap threshold with mmap and unmaps them on free, so
 # the resident set follows the live tensors. Without this, the threshold rises after
 # the first large free and freed tensors stay resident (the peak then measures heap
@@ -65,18 +67,20 @@ def run_one(mode: str, horizon: float, size: int, method: str, step: float) -> d
     depth0 = initial_estimate(source, mask, 8)
     cv0, ch0 = learning_free_coefficients(normalize_guide(guide_t), depth0)
     weights = torch.rand(depth0.shape, generator=torch.Generator().manual_seed(0))
-    if mode != "unrolled":
-        # Warm-up: the first use of a mode imports lazily (~0.3 s, ~40 MiB) and the first
-        # use of the fused kernels compiles them (tens of MiB of LLVM): both once per
-        # process, so both happen here, outside the measurement.
-        for kernels in ("always", "auto"):
-            warm = cv0.clone().requires_grad_(True)
-            try:
-                with fused.using(kernels):
+    # Warm-up: the first use of a mode imports lazily (~0.3 s, ~40 MiB) and the first
+    # use of the fused kernels compiles them (tens of MiB of LLVM): both once per
+    # process, so both happen here, outside the measurement.
+    for kernels in ("always", "auto"):
+        warm = cv0.clone().requires_grad_(True)
+        try:
+            with fused.using(kernels):
+                if mode == "unrolled":
+                    discrete_dada(depth0, warm, ch0, source, mask, 2, step).sum().backward()
+                else:
                     solve_ode(depth0, warm, ch0, source, mask, 2 * step, method=method,
                               step_size=step, grad_mode=mode)[0].sum().backward()
-            except SolverError:
-                pass
+        except SolverError:
+            pass
     cv, ch = cv0.clone().requires_grad_(True), ch0.clone().requires_grad_(True)
     before = rss_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")
@@ -118,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         record = run_one(args.one[0], float(args.one[1]), args.size, args.method, args.step)
         sys.stdout.write(json.dumps(record) + "\n")
         return 0
+    load = load_average()
     rows = []
     for horizon in args.horizons:
         for mode in args.modes:
@@ -138,11 +143,12 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"T={horizon:g} {mode}: {row.get('status')} "
                              f"{row.get('seconds', 0):.1f}s {row.get('peak_mib', 0):.0f}MiB\n")
     command = " ".join(["python benchmarks/gradient_modes.py"] + (argv or sys.argv[1:]))
-    write_report(rows, args, command)
+    write_report(rows, args, command, load)
     return 0
 
 
-def write_report(rows: list[dict], args: argparse.Namespace, command: str) -> None:
+def write_report(rows: list[dict], args: argparse.Namespace, command: str,
+                 load: str) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "runs.json").write_text(json.dumps(rows, indent=1) + "\n")
     base_memory = {r["mode"]: r["peak_mib"] for r in rows
@@ -153,7 +159,7 @@ def write_report(rows: list[dict], args: argparse.Namespace, command: str) -> No
         f"# Gradient modes: memory and time of one forward+backward ({args.size}x{args.size}, x8, "
         f"{args.method}, h={args.step})",
         "",
-        f"Produced by `{command}`.",
+        f"Produced by `{command}` (load average {load} before the run).",
         "",
         "| horizon T | mode | status | NFE fwd | NFE bwd | time (s) | time / direct | "
         "peak memory (MiB) | memory / same mode at T=min |",

@@ -115,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.train_iter} iterations with gradient, T = {0.24 * args.train_iter:g})", "",
         f"Produced by `{command}` on 2 CPU cores (load average {load:.2f} before the "
         f"run); median of {args.repeats} steps (default allocator); peak memory from a "
-        "second run of each mode with every large block mapped on its own. The discrete step runs the fused forward "
-        "and backward of `node_dada/diffusion/unrolled.py`; its last row is the same step "
+        "second run of each mode with every large block mapped on its own. The discrete "
+        "step runs the fused forward and backward of `node_dada/diffusion/unrolled.py`; "
+        "its last row is the same step "
         "with the eager ops (`NODE_DADA_FUSED=0`).", "",
         "| mode | step time (s) | steps/s | vs discrete | peak memory (MiB) | vs discrete |",
         "|---|---:|---:|---:|---:|---:|",
