@@ -27,7 +27,11 @@ import sys
 import time
 from pathlib import Path
 
-from _report import publish, rss_kib  # benchmarks/ is on sys.path when run as a script
+from _report import (  # benchmarks/ is on sys.path when run as a script
+    load_average,
+    publish,
+    rss_kib,
+)
 
 MODES = {
     "discrete / unrolled": {"solver": "discrete", "grad_mode": "unrolled"},
@@ -91,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         sys.stdout.write(json.dumps(run_one(args.one, args.train_iter, args.repeats)) + "\n")
         return 0
-    load = os.getloadavg()[0]
+    load = load_average()
     rows = []
     for name in MODES:
         runs = {}
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# Training step per gradient mode (light extractor, batch 4 x 128 x 128, x8, "
         f"{args.train_iter} iterations with gradient, T = {0.24 * args.train_iter:g})", "",
-        f"Produced by `{command}` on 2 CPU cores (load average {load:.2f} before the "
+        f"Produced by `{command}` on 2 CPU cores (load average {load} before the "
         f"run); median of {args.repeats} steps (default allocator); peak memory from a "
         "second run of each mode with every large block mapped on its own. The discrete "
         "step runs the fused forward and backward of `node_dada/diffusion/unrolled.py`; "
