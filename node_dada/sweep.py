@@ -906,7 +906,11 @@ def run_sweep(
 ) -> SweepReport:
     """Run the cells of ``spec`` not yet in ``out_dir/cells.csv``, then write the
     summary and plots. ``max_cells`` stops after that many new cells (a budget);
-    ``replot`` runs none and rewrites the summary and plots from ``cells.csv``."""
+    ``replot`` runs none and rewrites the summary and plots from ``cells.csv``.
+
+    The table is read again before each row is added, so a second process on the
+    same folder loses nothing as long as the two run different cells (for example
+    one started with ``--max-cells`` after the first has taken its cells)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     table = out_dir / "cells.csv"
     _check_setup(spec, out_dir, fresh=not table.is_file())
@@ -931,6 +935,7 @@ def run_sweep(
     report = SweepReport(len(cells), len(cells) - len([c for c in cells if c.id not in done]),
                          0, {}, out_dir)
     threads = torch.get_num_threads()
+    recorded: dict[str, dict[str, str]] = {}  # the rows of the cells this call ran
     from tqdm import tqdm
 
     bar = tqdm(total=len(cells), initial=report.already, desc=spec.name, unit="cell",
@@ -958,7 +963,11 @@ def run_sweep(
                 result["load_avg"] = load
                 result["cell_s"] = time.perf_counter() - started  # references included
                 row = _format_row(cell, result) | {"command": command, "code": provenance}
-                rows = [r for r in rows if r["cell"] != cell.id] + [row]
+                recorded[cell.id] = row
+                # the table as it is now: another process running other cells of this
+                # folder may have recorded some since, and their rows are kept
+                rows = [r for r in read_cells(table) if r["cell"] not in recorded] \
+                    + list(recorded.values())
                 _write_cells(table, rows, columns)
                 report.ran += 1
                 if row["status"] != "ok":

@@ -14,6 +14,7 @@ from node_dada.data.pipeline import (
     make_sample,
     random_flip,
     random_rotate,
+    scene_subset,
     valid_fractions,
 )
 from node_dada.diffusion import initial_estimate, normalize_guide
@@ -258,3 +259,43 @@ def test_evaluation_crops_can_differ_from_the_training_crops():
         MotorcycleDataModule(scale=8, crop_size=128, eval_crop_size="whole")
     with pytest.raises(InputValueError, match="multiple of scale 8"):
         MotorcycleDataModule(scale=8, crop_size=128, eval_crop_size=100).setup("validate")
+
+
+def test_scene_subset_keeps_views_together_and_is_nested():
+    names = ["Art/view1", "Art/view5", "Books/view1", "Books/view5", "Midd/view0",
+             "frame_0007", "Cloth/view1", "Cloth/view5"]
+    groups = {"Art": names[0:2], "Books": names[2:4], "Midd": names[4:5],
+              "frame_0007": names[5:6], "Cloth": names[6:8]}
+    source = ListScenes([_scene(name, seed=i) for i, name in enumerate(names)])
+
+    def chosen(count, seed=3):
+        subset = scene_subset(source, count, seed=seed)
+        assert subset.depth_scale == source.depth_scale and subset.unit == source.unit
+        assert subset.shape(0) == source.shape(names.index(subset.scene_name(0)))
+        assert subset.load(0).name == subset.scene_name(0)
+        return [subset.scene_name(i) for i in range(len(subset))]
+
+    for count in range(1, 6):
+        kept = chosen(count)
+        whole = [group for group in groups.values() if set(group) <= set(kept)]
+        assert len(whole) == count and sum(map(len, whole)) == len(kept)
+        assert kept == sorted(kept, key=names.index)  # in the source's order
+    for count in range(1, 5):
+        assert set(chosen(count)) < set(chosen(count + 1))
+    assert chosen(5) == names
+    assert len({tuple(chosen(2, seed)) for seed in range(6)}) > 1  # the seed draws
+    with pytest.raises(InputValueError, match=r"train_scenes: expected 1 to 5 .* got 6"):
+        scene_subset(source, 6)
+    with pytest.raises(InputValueError, match="got 0"):
+        scene_subset(source, 0)
+
+
+def test_datamodule_trains_on_a_scene_subset_and_evaluates_on_the_whole_splits():
+    from node_dada.data import MotorcycleDataModule
+
+    data = MotorcycleDataModule(scale=8, crop_size=128, train_scenes=1, train_repeats=3)
+    data.setup("fit")
+    assert len(data.datasets["train:train"]) == 3
+    assert len(data.datasets["val:eval"]) == (500 // 128) * (741 // 128)
+    with pytest.raises(InputValueError, match="train_scenes: expected 1 to 1"):
+        MotorcycleDataModule(scale=8, crop_size=128, train_scenes=2).setup("fit")

@@ -116,6 +116,27 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path, counting, capfd
     assert [r["label"] for r in rows(out)][:2] == first and len(rows(out)) == 6
 
 
+def test_a_second_process_on_the_same_folder_loses_no_rows(tmp_path, monkeypatch):
+    """Two processes running different cells of one folder: each reads the table again
+    before adding its row, so neither overwrites the other's."""
+    spec, out, other = solver_spec(tmp_path), tmp_path / "out", tmp_path / "other"
+    assert sweep_main([str(spec), "--out", str(other), "--no-progress", "--max-cells", "3"]) == 0
+    foreign = rows(other)[2]  # a row another process records meanwhile
+    original = sweep.RUNNERS["solver"]
+    ran: list[str] = []
+
+    def runner(cell, ctx):
+        sweep._write_cells(out / "cells.csv", [foreign], list(foreign))
+        ran.append(cell.id)
+        return original(cell, ctx)
+
+    monkeypatch.setitem(sweep.RUNNERS, "solver", runner)
+    assert sweep_main([str(spec), "--out", str(out), "--no-progress", "--max-cells", "1"]) == 0
+    assert len(ran) == 1 and ran[0] != foreign["cell"]
+    assert {r["cell"] for r in rows(out)} == {ran[0], foreign["cell"]}
+    assert "Cells: 2 recorded" in (out / "README.md").read_text()
+
+
 def test_max_cells_stops_early_and_rerun_failed_retries_failures(tmp_path, counting):
     spec, out = solver_spec(tmp_path), tmp_path / "out"
     assert sweep_main([str(spec), "--out", str(out), "--no-progress", "--max-cells", "3"]) == 0

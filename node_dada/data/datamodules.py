@@ -40,7 +40,7 @@ from node_dada.data.middlebury import MIDDLEBURY_DEPTH_SCALE_MM, MiddleburyScene
 from node_dada.data.motorcycle import MotorcycleScenes
 from node_dada.data.noise import parse_sensor_noise
 from node_dada.data.nyuv2 import NYUV2_DEPTH_SCALE_MM, NYUv2Scenes
-from node_dada.data.pipeline import Batch, SceneSource, collate_samples
+from node_dada.data.pipeline import Batch, SceneSource, collate_samples, scene_subset
 from node_dada.errors import InputValueError
 
 __all__ = [
@@ -79,6 +79,11 @@ class GuidedDepthDataModule(L.LightningDataModule):
         pin_memory: pin batches (GPU training).
         source_noise: sensor-like noise on the source of every split
             (``node_dada.data.noise`` spec, e.g. ``"tof:0.01+dropout:0.05"``).
+        train_scenes: train on this many of the training scenes only (``None``: all),
+            a fixed random choice drawn with ``train_scenes_seed`` (the views of a
+            scene stay together; smaller choices are nested in larger ones; see
+            :func:`~node_dada.data.pipeline.scene_subset`). Validation and test keep
+            their whole splits.
     """
 
     def __init__(
@@ -101,6 +106,8 @@ class GuidedDepthDataModule(L.LightningDataModule):
         predict_split: Split = "test",
         pin_memory: bool = False,
         source_noise: str | None = None,
+        train_scenes: int | None = None,
+        train_scenes_seed: int = 0,
     ) -> None:
         super().__init__()
         # the arguments of this class and of the subclass whose __init__ called it
@@ -135,6 +142,8 @@ class GuidedDepthDataModule(L.LightningDataModule):
         self.predict_split = predict_split
         self.pin_memory = pin_memory
         self.source_noise = parse_sensor_noise(source_noise)
+        self.train_scenes = train_scenes
+        self.train_scenes_seed = train_scenes_seed
         self.datasets: dict[str, GuidedDepthDataset] = {}
 
     def scenes(self, split: Split) -> SceneSource:
@@ -147,8 +156,11 @@ class GuidedDepthDataModule(L.LightningDataModule):
         if key not in self.datasets:
             extra = self.augment if mode == "train" else {}
             crop_size = self.crop_size if mode == "train" else self.eval_crop_size
+            scenes = self.scenes(split)
+            if split == "train" and self.train_scenes is not None:
+                scenes = scene_subset(scenes, self.train_scenes, seed=self.train_scenes_seed)
             self.datasets[key] = GuidedDepthDataset(
-                self.scenes(split), mode=mode, scale=self.scale, crop_size=crop_size,
+                scenes, mode=mode, scale=self.scale, crop_size=crop_size,
                 cache=self.cache, guide_channels=self.guide_channels,
                 source_noise=self.source_noise, **extra,
             )

@@ -37,6 +37,7 @@ __all__ = [
     "make_sample",
     "random_flip",
     "random_rotate",
+    "scene_subset",
     "valid_fractions",
 ]
 
@@ -92,6 +93,52 @@ class SceneSource(Protocol):
         ...
 
     def load(self, index: int) -> Scene: ...
+
+
+class _SceneSubset:
+    """The scenes ``indices`` of ``scenes``, a :class:`SceneSource` itself."""
+
+    def __init__(self, scenes: SceneSource, indices: Sequence[int]) -> None:
+        self.scenes = scenes
+        self.indices = list(indices)
+        self.depth_scale = scenes.depth_scale
+        self.unit = scenes.unit
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def scene_name(self, index: int) -> str:
+        return self.scenes.scene_name(self.indices[index])
+
+    def shape(self, index: int) -> tuple[int, int]:
+        return self.scenes.shape(self.indices[index])
+
+    def load(self, index: int) -> Scene:
+        return self.scenes.load(self.indices[index])
+
+
+def scene_subset(scenes: SceneSource, count: int, *, seed: int = 0) -> SceneSource:
+    """``count`` scenes of ``scenes``, a fixed random choice (a data-scaling study's
+    smaller training sets).
+
+    The views of one scene (names ending in ``/view<N>``) count as one scene and are
+    kept or left out together. The choice is nested: with the same ``seed``, the
+    scenes kept for a smaller ``count`` are among those kept for a larger one.
+    """
+    groups: dict[str, list[int]] = {}
+    for index in range(len(scenes)):
+        name = scenes.scene_name(index)
+        stem, _, view = name.rpartition("/view")
+        groups.setdefault(stem if stem and view.isdigit() else name, []).append(index)
+    if not 1 <= count <= len(groups):
+        raise InputValueError(
+            f"train_scenes: expected 1 to {len(groups)} (the scenes of this split, the views "
+            f"of a scene counted once), got {count}"
+        )
+    order = np.random.default_rng(seed).permutation(len(groups))
+    keys = list(groups)
+    chosen = sorted(index for rank in order[:count] for index in groups[keys[rank]])
+    return _SceneSubset(scenes, chosen)
 
 
 @dataclass(frozen=True)
