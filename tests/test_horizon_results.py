@@ -4,13 +4,10 @@ here: each cell costs 10 CPU-minutes)."""
 
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 
-from scripts import load_benchmark
-
-from node_dada.sweep import expand_grid, load_spec
+from scripts import finished_sweep_rows, load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "horizon"
@@ -21,15 +18,10 @@ def report_module():
 
 
 def test_every_cell_of_the_spec_finished():
-    spec = load_spec(ROOT / "configs" / "sweeps" / "horizon.yaml")
-    cells = {cell.id for cell in expand_grid(spec.grid)}
-    with (RESULTS / "cells.csv").open(newline="") as handle:
-        rows = {row["cell"]: row for row in csv.DictReader(handle)}
-    assert cells == set(rows)
-    for cell, row in rows.items():
-        assert row["status"] == "ok", (cell, row["error"])
-        assert float(row["fit_cpu_s"]) >= 600  # the budget was spent, not cut short
-        assert float(row["test_mae_cm"]) > 0 and float(row["step_peak_mib"]) > 0
+    rows = finished_sweep_rows(ROOT / "configs" / "sweeps" / "horizon.yaml",
+                               RESULTS / "cells.csv", budget_s=600)
+    for row in rows.values():
+        assert float(row["step_peak_mib"]) > 0
 
 
 def test_the_summary_is_what_the_report_writes(tmp_path):
