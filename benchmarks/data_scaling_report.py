@@ -1,9 +1,10 @@
-"""The x16 learning curve over training data: a plot and a summary of
-``results/data_scaling``.
+"""The x16 learning curves over training data, capacity and recipe: a plot and a
+summary of ``results/data_scaling``.
 
 The sweep (``node-dada sweep configs/sweeps/data_scaling.yaml --out results/data_scaling``)
-trains the shipped x16 discrete recipe on 2, 4, 8 and all 17 training scenes for the
-same CPU budget and tests each cell on whole test images (pooled). The benchmark
+trains the shipped x16 discrete recipe on 2, 4, 8 and all 17 training scenes (two random
+draws), and on all of them with one change each (extractor, crops, learning rate), for
+the same CPU budget, and tests each cell on whole test images (pooled). The benchmark
 evaluates the cells' last checkpoints per test image, next to learning-free DADA::
 
     python -m node_dada.benchmark --dataset middlebury \\
@@ -16,7 +17,8 @@ evaluates the cells' last checkpoints per test image, next to learning-free DADA
 This script reads both tables (nothing is rerun) and writes ``data_scaling.png`` (each
 test image's change against learning-free DADA over the number of training scenes,
 with the 15 % target) and ``summary.md`` (the numbers, the slope per doubling of the
-data and the straight-line extrapolation to the target, command in its header).
+data, the straight-line extrapolation to the target and the capacity and recipe
+cells against the all-scenes cell, command in its header).
 
 Run from the repository root::
 
